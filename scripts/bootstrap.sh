@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Bring a fresh Debian/Ubuntu machine (root) to the state the deploy and test commands need:
+# system packages, a running Docker engine, and .venv with the control-node tools and the app.
+# Idempotent: every step checks before it acts, so a second run takes seconds.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+packages=(docker.io redis-server ffmpeg debootstrap qemu-user-static binfmt-support patchelf
+          python3-venv ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# No init system on build machines: start dockerd ourselves when nothing answers.
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  (dockerd >/var/log/dockerd.log 2>&1 &)
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start: see /var/log/dockerd.log"; exit 1; }
+fi
+
+# ARM64 test hosts run under qemu-user; the kernel needs the binfmt handler registered.
+if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+fi
+if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || log "could not register qemu-aarch64 (ARM64 scenarios will fail)"
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements-dev.txt app/requirements.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  log "installing control-node tools and app requirements into .venv"
+  .venv/bin/pip install -q -r requirements-dev.txt
+  if [[ -f app/requirements.txt ]]; then
+    .venv/bin/pip install -q -r app/requirements.txt
+    .venv/bin/pip install -q --no-deps -e app
+  fi
+  echo "$want" > "$stamp"
+fi
+log "ready: $(.venv/bin/ansible --version | head -1), $(docker version --format 'docker {{.Server.Version}}')"
