@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Run every test of celery-stable on a fresh Linux machine (root): lint, the app's tests against a
+# real Redis and real workers, then each Molecule scenario on real systemd containers.
+#
+#   scripts/test.sh                 # everything (what .ci/run calls)
+#   scripts/test.sh app molecule:default   # only some stages
+#
+# Stages: lint app images molecule:<scenario>...  Prints a summary with the wall time of each.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+scenarios=(default faults trixie fleet arm64)
+all=(lint app images)
+for s in "${scenarios[@]}"; do
+  [[ -f "molecule/$s/molecule.yml" ]] && all+=("molecule:$s")
+done
+stages=("$@")
+((${#stages[@]})) || stages=("${all[@]}")
+
+scripts/bootstrap.sh
+export PATH="$top/.venv/bin:$PATH"
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+
+run_stage() {
+  case "$1" in
+    lint)
+      ruff check app
+      ruff format --check app
+      yamllint -s .
+      ansible-lint --offline
+      ;;
+    app)
+      pytest -q app/tests roles/celery_stable/tests
+      ;;
+    images)
+      scripts/images.sh bookworm amd64
+      [[ " ${stages[*]} " == *" molecule:trixie "* || " ${stages[*]} " == *" molecule:fleet "* ]] &&
+        scripts/images.sh trixie amd64
+      [[ " ${stages[*]} " == *" molecule:arm64 "* ]] && scripts/images.sh bookworm arm64
+      [[ -x scripts/python-mirror.sh ]] && scripts/python-mirror.sh
+      [[ -x scripts/wheelhouse.sh ]] && scripts/wheelhouse.sh
+      ;;
+    molecule:*)
+      molecule test -s "${1#molecule:}"
+      ;;
+    *) echo "unknown stage: $1" >&2; return 2 ;;
+  esac
+}
+
+summary=()
+failed=0
+for stage in "${stages[@]}"; do
+  printf '\n===== %s =====\n' "$stage"
+  start=$SECONDS
+  if run_stage "$stage"; then result=ok; else result=FAILED; failed=1; fi
+  summary+=("$(printf '%-20s %-7s %5ss' "$stage" "$result" "$((SECONDS - start))")")
+  # A failed stage does not hide the others' results, but nothing is reported green.
+done
+printf '\n===== summary =====\n'
+printf '%s\n' "${summary[@]}"
+exit "$failed"
