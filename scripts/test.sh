@@ -22,6 +22,8 @@ scripts/bootstrap.sh
 export PATH="$top/.venv/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
+wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+
 run_stage() {
   case "$1" in
     lint)
@@ -35,11 +37,10 @@ run_stage() {
       ;;
     images)
       scripts/images.sh bookworm amd64
-      [[ " ${stages[*]} " == *" molecule:trixie "* || " ${stages[*]} " == *" molecule:fleet "* ]] &&
-        scripts/images.sh trixie amd64
-      [[ " ${stages[*]} " == *" molecule:arm64 "* ]] && scripts/images.sh bookworm arm64
-      [[ -x scripts/python-mirror.sh ]] && scripts/python-mirror.sh
-      [[ -x scripts/wheelhouse.sh ]] && scripts/wheelhouse.sh
+      if wants molecule:trixie || wants molecule:fleet; then scripts/images.sh trixie amd64; fi
+      if wants molecule:arm64; then scripts/images.sh bookworm arm64; fi
+      if [[ -x scripts/python-mirror.sh ]]; then scripts/python-mirror.sh; fi
+      if [[ -x scripts/wheelhouse.sh ]]; then scripts/wheelhouse.sh; fi
       ;;
     molecule:*)
       molecule test -s "${1#molecule:}"
