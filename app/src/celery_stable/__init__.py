@@ -1,0 +1,1 @@
+"""celery-stable: a Celery video worker whose every limit is enforced under the solo pool."""

@@ -1,0 +1,3 @@
+from celery_stable.cli import main
+
+raise SystemExit(main())

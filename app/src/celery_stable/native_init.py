@@ -1,0 +1,49 @@
+"""Worker process init: the guide's anti-crash settings, applied where they take effect.
+
+Under ``--pool=solo`` ``worker_process_init`` is sent once, in the worker's main process, when the
+pool is created, before the consumer takes any message.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import resource
+import sys
+
+import cv2
+
+log = logging.getLogger(__name__)
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _human_mb(megabytes: int) -> str:
+    return f"{megabytes // 1024}GB" if megabytes % 1024 == 0 else f"{megabytes}MB"
+
+
+def limit_address_space(megabytes: int) -> int:
+    """Set RLIMIT_AS (ffmpeg children inherit it); returns the soft limit now in force."""
+    wanted = megabytes * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    # An unprivileged process cannot raise its hard limit; a lower one set by systemd wins.
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+    return wanted
+
+
+def init_worker_process(address_space_limit_mb: int) -> None:
+    # The libraries read these when they load, so the environment file is the real fix; setting
+    # them here still covers what this process starts later (ffmpeg) and any late import.
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1"
+    # Celery replaces sys.stderr with a logging proxy that has no file descriptor; the real
+    # stderr is the journal, where a SIGSEGV/SIGABRT traceback must land.
+    faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    log.info("Worker process initialized avec optimisations anti-crash")
+    cv2.setNumThreads(1)
+    log.info("OpenCV configuré en single-thread")
+    limit = limit_address_space(address_space_limit_mb)
+    log.info("Limite mémoire processus configurée (%s)", _human_mb(limit // (1024 * 1024)))

@@ -1,0 +1,49 @@
+"""Recycling under solo: drain, then re-exec the worker in place.
+
+Celery's ``max_tasks_per_child`` and ``max_memory_per_child`` only work in prefork. Here the
+worker finishes and acks its task, stops warm (prefetched, unacked messages go back to the
+queue), then replaces its own image with ``os.execv``: same PID, fresh memory, READY=1 again.
+systemd never sees a stop, so ``StartLimitBurst`` stays for real crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+log = logging.getLogger(__name__)
+
+
+def recycle_reason(tasks_done: int, max_tasks: int, rss_kb: int, max_rss_kb: int) -> str | None:
+    if tasks_done >= max_tasks:
+        return f"{tasks_done} tasks done"
+    if rss_kb >= max_rss_kb:
+        return f"RSS {rss_kb // 1024} MB >= {max_rss_kb // 1024} MB"
+    return None
+
+
+def request_warm_stop() -> None:
+    """Make the consumer loop stop after this task, the way SIGTERM's warm shutdown does.
+
+    ``state.should_stop`` is read by the event loop between messages (celery/worker/loops.py,
+    ``maybe_shutdown``); the task running now is still acked, because with ``acks_late`` the ack
+    is sent when the task returns, before the loop checks the flag.
+    """
+    from celery.worker import state  # noqa: PLC0415 (worker-only import)
+
+    state.should_stop = 0
+
+
+def reexec(argv: list[str] | None = None) -> NoReturn:
+    """Replace this process with a fresh ``python -m celery`` carrying the same arguments."""
+    argv = sys.argv if argv is None else argv
+    command = [sys.executable, "-m", "celery", *argv[1:]]
+    log.warning("recycling: re-executing %s", " ".join(command))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+    os.execv(sys.executable, command)  # noqa: S606 (argv list, no shell)

@@ -1,0 +1,153 @@
+"""The renderer: OpenCV draws the frames, the system ffmpeg encodes them to H.264."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .spec import Slide, VideoSpec
+
+FADE_SEC = 0.25
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+Progress = Callable[[int, int], None]
+AbortCheck = Callable[[], "str | None"]
+
+
+class RenderError(Exception):
+    """The video cannot be made; the message is the reason stored on the job."""
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    path: Path
+    frames: int
+    seconds: float
+
+
+def time_limit_reason(limit_sec: float) -> str:
+    return f"exceeded the hard time limit of {limit_sec:g} s"
+
+
+def _fit_text(text: str, width: int, height: int, share: float) -> tuple[float, int]:
+    """Font scale and thickness that make ``text`` span at most ``share`` of the frame."""
+    (text_w, text_h), _ = cv2.getTextSize(text or " ", FONT, 1.0, 2)
+    scale = min(width * share / max(text_w, 1), height * share * 0.25 / max(text_h, 1))
+    return max(scale, 0.2), max(1, round(scale * 2))
+
+
+def _put_centered(frame: np.ndarray, text: str, colour: tuple[int, int, int], y: int,
+                  share: float) -> None:
+    height, width = frame.shape[:2]
+    scale, thickness = _fit_text(text, width, height, share)
+    (text_w, text_h), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    origin = ((width - text_w) // 2, y + text_h // 2)
+    cv2.putText(frame, text, origin, FONT, scale, colour, thickness, cv2.LINE_AA)
+
+
+def draw_slide(spec: VideoSpec, slide: Slide) -> tuple[np.ndarray, np.ndarray]:
+    """The slide's empty background and its full frame (the fade blends the two)."""
+    background = np.empty((spec.height, spec.width, 3), dtype=np.uint8)
+    background[:] = slide.background
+    full = background.copy()
+    if slide.text:
+        _put_centered(full, slide.text, slide.color, spec.height // 2, 0.8)
+    if spec.title:
+        _put_centered(full, spec.title, slide.color, spec.height // 10, 0.5)
+    return background, full
+
+
+def frames(spec: VideoSpec) -> Iterator[np.ndarray]:
+    fade = max(1, round(FADE_SEC * spec.fps))
+    for slide, count in zip(spec.slides, spec.slide_frames(), strict=True):
+        background, full = draw_slide(spec, slide)
+        steps = min(fade, count // 3)
+        for index in range(count):
+            if index < steps:
+                alpha = (index + 1) / (steps + 1)
+                yield cv2.addWeighted(full, alpha, background, 1.0 - alpha, 0.0)
+            else:
+                # The same array every time: encoding, not drawing, is the cost of a still slide.
+                yield full
+
+
+def ffmpeg_command(ffmpeg: str, spec: VideoSpec, output: Path) -> list[str]:
+    return [
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{spec.width}x{spec.height}",
+        "-r", str(spec.fps), "-i", "pipe:0", "-an",
+        # One thread everywhere: native thread pools are what crashed the guide's workers.
+        "-threads", "1", "-filter_threads", "1",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        "-movflags", "+faststart", "-f", "mp4", str(output),
+    ]
+
+
+def _ffmpeg_error(log: tempfile._TemporaryFileWrapper[bytes], code: int | None) -> str:
+    log.seek(0)
+    lines = log.read().decode(errors="replace").strip().splitlines()
+    return f"ffmpeg failed (exit {code}): {lines[-1] if lines else 'no message'}"
+
+
+def render_video(spec: VideoSpec, output_dir: Path, name: str, *, ffmpeg: str, deadline: float,
+                 time_limit_sec: float, progress: Progress | None = None,
+                 should_abort: AbortCheck | None = None) -> RenderResult:
+    """Render ``spec`` to ``output_dir/name.mp4`` before ``deadline`` (``time.monotonic()``).
+
+    The deadline is checked between frames and bounds the wait for ffmpeg, so an over-long render
+    fails with a clear reason instead of waiting for the watchdog. The output appears only
+    complete: ffmpeg writes a temp file in the same directory that is then renamed into place.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = output_dir / f"{name}.mp4"
+    temp = output_dir / f".{name}.{os.getpid()}.partial.mp4"
+    total = spec.total_frames
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as log:
+        try:
+            proc = subprocess.Popen(ffmpeg_command(ffmpeg, spec, temp), stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=log)
+        except OSError as exc:
+            raise RenderError(f"cannot start ffmpeg ({ffmpeg}): {exc.strerror}") from None
+        assert proc.stdin is not None
+        try:
+            for index, frame in enumerate(frames(spec)):
+                if spec.fault is not None:
+                    spec.fault.fire(index)
+                if time.monotonic() > deadline:
+                    raise RenderError(time_limit_reason(time_limit_sec))
+                reason = should_abort() if should_abort else None
+                if reason:
+                    raise RenderError(reason)
+                try:
+                    proc.stdin.write(frame.data)
+                except BrokenPipeError:
+                    raise RenderError(_ffmpeg_error(log, proc.wait())) from None
+                if progress:
+                    progress(index + 1, total)
+            proc.stdin.close()
+            try:
+                code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RenderError(time_limit_reason(time_limit_sec)) from None
+            if code != 0:
+                raise RenderError(_ffmpeg_error(log, code))
+            os.replace(temp, final)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+    return RenderResult(path=final, frames=total, seconds=time.monotonic() - started)

@@ -1,0 +1,124 @@
+"""The worker's life cycle under solo: init, READY, per-task bookkeeping, recycle, shutdown.
+
+One :class:`WorkerRuntime` per Celery app, built by :func:`celery_stable.celery_app.create_app`
+and driven by Celery's worker signals; nothing here is module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import psutil
+from redis import exceptions as redis_errors
+
+from .jobs import JobStore, Owner, redis_client
+from .monitor import Monitor, TaskTracker
+from .native_init import init_worker_process
+from .reaper import DeathCause, Enqueue, reap
+from .recycle import recycle_reason, reexec, request_warm_stop
+from .sdnotify import Notifier
+from .settings import Settings, SystemdEnv
+
+log = logging.getLogger(__name__)
+
+STARTUP_RETRY_SEC = 2.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, enqueue: Enqueue) -> None:
+        self.settings = settings
+        self.enqueue = enqueue
+        self.tracker = TaskTracker(max_tasks=settings.max_tasks_per_child)
+        self.notifier = Notifier(settings.systemd.notify_socket)
+        self.monitor: Monitor | None = None
+        self.owner: Owner | None = None
+        self.recycle: str | None = None
+        self.stop_requested = False
+        self._store: JobStore | None = None
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            self._store = JobStore(redis_client(self.settings.broker_url))
+        return self._store
+
+    def on_process_init(self) -> None:
+        init_worker_process(self.settings.address_space_limit_mb)
+        process = psutil.Process()
+        self.owner = Owner(socket.gethostname(), process.pid, process.create_time())
+        self.monitor = Monitor(
+            self.tracker, self.store, self.notifier,
+            watchdog_usec=self.settings.systemd.watchdog_usec,
+            heartbeat_interval_sec=self.settings.heartbeat_interval_sec,
+            stats_interval_sec=self.settings.stats_interval_sec,
+            metrics_file=self.settings.metrics_file)
+        self.monitor.start()
+        self._reap_before_consuming()
+
+    def _reap_before_consuming(self) -> None:
+        assert self.owner is not None
+        cause = DeathCause.from_systemd(SystemdEnv())
+        while True:
+            try:
+                reap(self.store, self.settings, cause, self.enqueue, host=self.owner.host,
+                     at_startup=True)
+                return
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                # The monitor keeps extending the start timeout meanwhile.
+                log.warning("waiting for broker (%s) to resolve videos of dead workers: %s",
+                            self.settings.broker_url.split("@")[-1], exc)
+                time.sleep(STARTUP_RETRY_SEC)
+
+    def on_ready(self) -> None:
+        self.tracker.ready = True
+        self._watch_stop_signals()
+        self.notifier.send("READY=1", f"STATUS={self.tracker.status(self._rss_mb())}")
+        log.info("ready: consuming %s (pid %d)", self.settings.queue,
+                 self.owner.pid if self.owner else 0)
+
+    def _watch_stop_signals(self) -> None:
+        # A stop asked by systemd or an operator must stop the worker, even when a recycle
+        # was also due: chain Celery's own handlers to remember that one was received.
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+
+            def handler(number: int, frame: FrameType | None,
+                        previous: Callable[..., object] | int | None = previous) -> None:
+                self.stop_requested = True
+                if callable(previous):
+                    previous(number, frame)
+
+            signal.signal(signum, handler)
+
+    def on_render_finished(self) -> None:
+        self.tracker.tasks_done += 1
+        self.check_recycle()
+
+    def check_recycle(self) -> None:
+        rss_kb = psutil.Process().memory_info().rss // 1024
+        reason = recycle_reason(self.tracker.tasks_done, self.settings.max_tasks_per_child,
+                                rss_kb, self.settings.max_memory_per_child_kb)
+        if reason is None or self.recycle:
+            return
+        self.recycle = reason
+        self.tracker.recycling = reason
+        self.notifier.send(f"STATUS=recycling: {reason}")
+        log.warning("recycling after this task: %s", reason)
+        request_warm_stop()
+
+    def on_shutdown(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.recycle and not self.stop_requested:
+            reexec()
+        self.notifier.send("STOPPING=1", "STATUS=stopping")
+
+    @staticmethod
+    def _rss_mb() -> float:
+        return psutil.Process().memory_info().rss / (1024 * 1024)
