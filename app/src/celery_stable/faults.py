@@ -54,12 +54,18 @@ class Fault:
     at_frame: int = 0
     seconds: float = 3600.0
     mb: int = 0
+    # Fire only on the first N attempts (0: always): a transient crash, to show a requeued
+    # video rendering on its next attempt, where a poison video keeps crashing.
+    on_attempts: int = 0
+
+    def active(self, attempt: int) -> bool:
+        return not self.on_attempts or attempt <= self.on_attempts
 
     @classmethod
     def parse(cls, raw: object) -> Fault:
         if not isinstance(raw, Mapping):
             raise ValueError("fault: expected an object such as {\"kind\": \"segfault\"}")
-        unknown = set(raw) - {"kind", "at_frame", "seconds", "mb"}
+        unknown = set(raw) - {"kind", "at_frame", "seconds", "mb", "on_attempts"}
         if unknown:
             raise ValueError(f"fault: unknown key(s) {sorted(unknown)}")
         kind = raw.get("kind")
@@ -68,13 +74,17 @@ class Fault:
         at_frame = raw.get("at_frame", 0)
         seconds = raw.get("seconds", 3600.0)
         mb = raw.get("mb", 0)
+        on_attempts = raw.get("on_attempts", 0)
         if type(at_frame) is not int or at_frame < 0:
             raise ValueError("fault.at_frame: expected a whole number >= 0")
         if type(seconds) not in (int, float) or not 0 <= seconds <= 86400:
             raise ValueError("fault.seconds: expected a number of seconds from 0 to 86400")
         if type(mb) is not int or not 0 <= mb <= 1 << 20:
             raise ValueError("fault.mb: expected a whole number of MiB from 0 to 1048576")
-        return cls(kind=kind, at_frame=at_frame, seconds=float(seconds), mb=mb)
+        if type(on_attempts) is not int or on_attempts < 0:
+            raise ValueError("fault.on_attempts: expected a whole number >= 0 (0: every attempt)")
+        return cls(kind=kind, at_frame=at_frame, seconds=float(seconds), mb=mb,
+                   on_attempts=on_attempts)
 
     def fire(self, frame: int) -> None:
         if self.kind == "slow" and frame >= self.at_frame:

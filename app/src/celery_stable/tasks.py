@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import sys
+from dataclasses import replace
 
 from .jobs import FINAL_STATES
 from .monitor import ABORT_GRACE_SEC, ENFORCE_SLACK_SEC
@@ -68,6 +69,8 @@ def run_render(runtime: WorkerRuntime, job_id: str, token: str) -> str:
         store.fail(job_id, token, f"invalid spec: {exc}")
         log.error("video %s failed: invalid spec: %s", job_id, exc)
         return "failed"
+    if spec.fault is not None and not spec.fault.active(record.attempts):
+        spec = replace(spec, fault=None)
     task = runtime.tracker.start(job_id, token, settings.time_limit_sec)
     faulthandler.dump_traceback_later(
         settings.time_limit_sec + ENFORCE_SLACK_SEC + ABORT_GRACE_SEC + NATIVE_GUARD_EXTRA_SEC,
