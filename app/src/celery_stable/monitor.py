@@ -106,6 +106,7 @@ class Monitor(threading.Thread):
         self._last_status = ("", 0.0)
         self._heartbeat = ("", -1, 0.0)  # job, frame, when
         self._enforced: set[str] = set()
+        self._next: dict[str, float] = {}
 
     def stop(self) -> None:
         self.stopping.set()
@@ -113,30 +114,34 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         self.process.cpu_percent(None)
         now = time.monotonic()
-        next_ping = next_extend = now
-        next_stats = now + self.stats_every
-        while not self.stopping.wait(TICK_SEC):
-            now = time.monotonic()
-            task = self.tracker.current
+        self._next = {"ping": now, "extend": now, "stats": now + self.stats_every}
+        while True:
             try:
-                if not self.tracker.ready and now >= next_extend:
-                    # Waiting for the broker is not a hang: ask systemd for more start time.
-                    self.notifier.send(f"EXTEND_TIMEOUT_USEC={EXTEND_USEC}")
-                    next_extend = now + EXTEND_EVERY_SEC
-                if self.ping_every and now >= next_ping and self._within_limit(task, now):
-                    self.notifier.send("WATCHDOG=1")
-                    next_ping = now + self.ping_every
-                self._send_status(now)
-                if task is not None:
-                    self._heartbeat_if_progressing(task, now)
-                    if now > task.deadline + ENFORCE_SLACK_SEC:
-                        self._enforce_limit(task)
-                if now >= next_stats:
-                    next_stats = now + self.stats_every
-                    self.report_stats()
+                self.tick(time.monotonic())
             except Exception:
                 # Redis down or a bad sample must not end the thread that pings the watchdog.
                 log.exception("monitor tick failed")
+            if self.stopping.wait(TICK_SEC):
+                return
+
+    def tick(self, now: float) -> None:
+        task = self.tracker.current
+        due = self._next
+        if not self.tracker.ready and now >= due["extend"]:
+            # Waiting for the broker is not a hang: ask systemd for more start time.
+            self.notifier.send(f"EXTEND_TIMEOUT_USEC={EXTEND_USEC}")
+            due["extend"] = now + EXTEND_EVERY_SEC
+        if self.ping_every and now >= due["ping"] and self._within_limit(task, now):
+            self.notifier.send("WATCHDOG=1")
+            due["ping"] = now + self.ping_every
+        self._send_status(now)
+        if task is not None:
+            self._heartbeat_if_progressing(task, now)
+            if now > task.deadline + ENFORCE_SLACK_SEC:
+                self._enforce_limit(task)
+        if now >= due["stats"]:
+            due["stats"] = now + self.stats_every
+            self.report_stats()
 
     @staticmethod
     def _within_limit(task: CurrentTask | None, now: float) -> bool:

@@ -52,8 +52,11 @@ class WorkerRuntime:
         init_worker_process(self.settings.address_space_limit_mb)
         process = psutil.Process()
         self.owner = Owner(socket.gethostname(), process.pid, process.create_time())
+        # The monitor's own client gives up fast: while it waits on Redis it cannot ping the
+        # watchdog, and a Redis outage must not get a healthy worker killed.
+        monitor_store = JobStore(redis_client(self.settings.broker_url, retry_seconds=2))
         self.monitor = Monitor(
-            self.tracker, self.store, self.notifier,
+            self.tracker, monitor_store, self.notifier,
             watchdog_usec=self.settings.systemd.watchdog_usec,
             heartbeat_interval_sec=self.settings.heartbeat_interval_sec,
             stats_interval_sec=self.settings.stats_interval_sec,

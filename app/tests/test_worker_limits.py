@@ -1,0 +1,96 @@
+"""Limits Celery ignores under solo, enforced: recycle, hard time limit, watchdog, memory."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+from conftest import Harness
+from helpers import video_spec, wait_for, wait_state
+
+from celery_stable.jobs import JobStore
+
+
+def test_recycles_after_n_tasks_in_place_with_the_queue_intact(harness: Harness,
+                                                               store: JobStore) -> None:
+    jobs = [harness.submit(video_spec(0.3, text=f"video {n}")) for n in range(5)]
+    worker = harness.ready_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="2")
+    for job_id in jobs:
+        wait_state(store, job_id, ("done",), 60)
+    wait_for(lambda: harness.notify.count("READY=1") == 3, 15, "READY after each re-exec")
+    assert worker.proc.poll() is None  # type: ignore[union-attr]
+    log = worker.output()
+    for job_id in jobs:
+        record = store.get(job_id)
+        assert record is not None
+        assert (record.attempts, record.pid) == (1, worker.pid)
+        assert log.count(f"rendering video {job_id}") == 1
+    assert harness.notify.count("STATUS=recycling: 2 tasks done") == 2
+    assert log.count("Worker process initialized avec optimisations anti-crash") == 3
+    assert store.client.llen("videos") == 0
+    assert store.client.hlen("unacked") == 0
+    assert harness.notify.count("STOPPING=1") == 0
+
+
+def test_recycles_when_rss_reaches_the_limit(harness: Harness, store: JobStore) -> None:
+    worker = harness.ready_worker(CELERY_STABLE_MAX_MEMORY_PER_CHILD_KB="250000")
+    leak = harness.submit(video_spec(0.3, {"kind": "leak", "mb": 200}))
+    after = harness.submit(video_spec(0.3))
+    wait_state(store, leak, ("done",), 60)
+    wait_state(store, after, ("done",), 60)
+    wait_for(lambda: harness.notify.count("READY=1") == 2, 15, "READY after the re-exec")
+    assert any(line.startswith("STATUS=recycling: RSS ") and line.endswith(">= 244 MB")
+               for line in harness.notify.lines("STATUS="))
+    assert store.get(after).pid == worker.pid  # type: ignore[union-attr]
+    assert psutil.Process(worker.pid).memory_info().rss < 200 * 1024 * 1024
+
+
+def test_gil_holding_native_hang_stops_the_pings_and_is_killed(harness: Harness,
+                                                               store: JobStore) -> None:
+    worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_TIME_LIMIT_SEC="2")
+    job_id = harness.submit(video_spec(2.0, {"kind": "hang_gil", "at_frame": 2}))
+    wait_state(store, job_id, ("processing",), 30)
+    time.sleep(1.5)
+    last_ping = max(harness.notify.times("WATCHDOG=1"))
+    time.sleep(1.5)
+    # Alive, yet silent: systemd would kill it WatchdogSec after the last ping.
+    assert worker.proc.poll() is None  # type: ignore[union-attr]
+    assert max(harness.notify.times("WATCHDOG=1")) == last_ping
+    assert time.monotonic() - last_ping > 1.4
+    # No systemd here: faulthandler's own thread (it needs no GIL) dumps the stacks and exits.
+    assert worker.wait_exit(30) == 1
+    log = worker.output()
+    assert "Timeout (0:00:14)!" in log
+    assert "in hang_holding_gil" in log
+    harness.ready_worker(CELERY_STABLE_TIME_LIMIT_SEC="2")
+    record = wait_state(store, job_id, ("failed",), 30)
+    assert "hung past the hard time limit of 2 s / watchdog" in record.error
+
+
+def test_gil_releasing_hang_past_the_limit_fails_the_video_and_triggers(
+        harness: Harness, store: JobStore) -> None:
+    worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_TIME_LIMIT_SEC="2")
+    job_id = harness.submit(video_spec(2.0, {"kind": "hang", "at_frame": 1}))
+    record = wait_state(store, job_id, ("failed",), 30)
+    assert record.error.startswith("exceeded the hard time limit of 2 s")
+    wait_for(lambda: harness.notify.count("WATCHDOG=trigger"), 5, "WATCHDOG=trigger")
+    trigger = harness.notify.times("WATCHDOG=trigger")[0]
+    assert all(when < trigger for when in harness.notify.times("WATCHDOG=1"))
+    assert worker.wait_exit(30) == -signal.SIGABRT
+    log = worker.output()
+    assert "Thread 0x" in log
+    assert "in fire" in log
+
+
+def test_cooperative_deadline_fails_the_video_cleanly(harness: Harness,
+                                                      store: JobStore) -> None:
+    worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_TIME_LIMIT_SEC="2")
+    slow = harness.submit(video_spec(5.0, {"kind": "slow", "seconds": 0.1}))
+    after = harness.submit(video_spec(0.3))
+    record = wait_state(store, slow, ("failed",), 30)
+    assert record.error == "exceeded the hard time limit of 2 s"
+    wait_state(store, after, ("done",), 30)
+    assert worker.proc.poll() is None  # type: ignore[union-attr]
+    assert harness.notify.count("WATCHDOG=trigger") == 0
+    assert not list(harness.output_dir.glob(f"*{slow}*"))
