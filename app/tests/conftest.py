@@ -26,9 +26,21 @@ from helpers import wait_for
 
 from celery_stable.jobs import JobStore, redis_client
 
-WORKER_ARGS = ["-m", "celery", "-A", "celery_stable.celery_app", "worker", "--pool=solo",
-               "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-               "--hostname=worker@test", "--queues=videos", "--loglevel=INFO"]
+WORKER_ARGS = [
+    "-m",
+    "celery",
+    "-A",
+    "celery_stable.celery_app",
+    "worker",
+    "--pool=solo",
+    "--concurrency=1",
+    "--without-gossip",
+    "--without-mingle",
+    "--without-heartbeat",
+    "--hostname=worker@test",
+    "--queues=videos",
+    "--loglevel=INFO",
+]
 
 
 def free_port() -> int:
@@ -51,10 +63,26 @@ class RedisServer:
         # appendfsync always: a restart mid-test keeps every acknowledged write, as a
         # production Redis with persistence would.
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.workdir), "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port)
         wait_for(lambda: self._ping(client), 10, "redis-server")
 
@@ -150,8 +178,9 @@ class Worker:
 
     def start(self) -> Worker:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, *WORKER_ARGS], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, *WORKER_ARGS], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         return self
 
     @property
@@ -187,20 +216,29 @@ class Harness:
         self.workers: list[Worker] = []
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith(("CELERY_STABLE_", "NOTIFY_SOCKET", "WATCHDOG_",
-                                      "SERVICE_RESULT", "EXIT_"))}
-        env.update({
-            "CELERY_STABLE_BROKER_URL": self.redis_url,
-            "CELERY_STABLE_OUTPUT_DIR": str(self.output_dir),
-            "CELERY_STABLE_FAULT_HOOKS": "1",
-            "CELERY_STABLE_HEARTBEAT_INTERVAL_SEC": "1",
-            "CELERY_STABLE_STATS_INTERVAL_SEC": "60",
-            "NOTIFY_SOCKET": self.notify.path,
-            "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-            "MALLOC_ARENA_MAX": "2",
-        })
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(
+                ("CELERY_STABLE_", "NOTIFY_SOCKET", "WATCHDOG_", "SERVICE_RESULT", "EXIT_")
+            )
+        }
+        env.update(
+            {
+                "CELERY_STABLE_BROKER_URL": self.redis_url,
+                "CELERY_STABLE_OUTPUT_DIR": str(self.output_dir),
+                "CELERY_STABLE_FAULT_HOOKS": "1",
+                "CELERY_STABLE_HEARTBEAT_INTERVAL_SEC": "1",
+                "CELERY_STABLE_STATS_INTERVAL_SEC": "60",
+                "NOTIFY_SOCKET": self.notify.path,
+                "PYTHONFAULTHANDLER": "1",
+                "PYTHONUNBUFFERED": "1",
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "MALLOC_ARENA_MAX": "2",
+            }
+        )
         env.update(overrides)
         return env
 
@@ -214,17 +252,30 @@ class Harness:
         before = self.notify.count("READY=1")
         worker = self.worker(**overrides)
         assert worker.proc is not None
-        wait_for(lambda: self.notify.count("READY=1") > before or worker.proc.poll() is not None,
-                 30, "READY=1")
+        wait_for(
+            lambda: self.notify.count("READY=1") > before or worker.proc.poll() is not None,
+            30,
+            "READY=1",
+        )
         # Once READY, a worker may already be crashing on its first video: that's the test's.
         assert self.notify.count("READY=1") > before, worker.output()
         return worker
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "celery_stable", *args],
-                              env=env or self.env(), input=stdin, capture_output=True,
-                              text=True, timeout=120, check=False)
+    def cli(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "celery_stable", *args],
+            env=env or self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     def submit(self, spec: dict[str, Any]) -> str:
         path = self.tmp / f"spec-{time.monotonic_ns()}.json"

@@ -18,15 +18,39 @@ def me() -> Owner:
 def test_record_has_the_contract_fields(store: JobStore) -> None:
     record = store.create(video_spec())
     raw = store.client.hgetall(f"celery-stable:job:{record.id}")
-    assert set(raw) >= {"id", "spec", "state", "attempts", "crashes", "token", "created_at",
-                        "queued_at", "error", "output"}
+    assert set(raw) >= {
+        "id",
+        "spec",
+        "state",
+        "attempts",
+        "crashes",
+        "token",
+        "created_at",
+        "queued_at",
+        "error",
+        "output",
+    }
     assert store.begin(record.id, record.token, me()).ok
     record = store.get(record.id)
     assert record is not None
     assert set(record.to_dict()) == {
-        "id", "spec", "state", "attempts", "crashes", "token", "created_at", "queued_at",
-        "started_at", "heartbeat_at", "finished_at", "error", "output", "host", "pid",
-        "pid_started_at"}
+        "id",
+        "spec",
+        "state",
+        "attempts",
+        "crashes",
+        "token",
+        "created_at",
+        "queued_at",
+        "started_at",
+        "heartbeat_at",
+        "finished_at",
+        "error",
+        "output",
+        "host",
+        "pid",
+        "pid_started_at",
+    }
     assert (record.state, record.attempts, record.pid) == ("processing", 1, os.getpid())
     assert record.owner == me()
 

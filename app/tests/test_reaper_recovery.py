@@ -41,8 +41,9 @@ def test_crash_requeues_then_poison_fails_at_max_crashes(store: JobStore) -> Non
     settings = Settings.from_env({})
     sent: list[tuple[str, str]] = []
     job = processing(store, dead_owner())
-    cause = DeathCause.from_systemd(SystemdEnv(service_result="core-dump", exit_code="dumped",
-                                               exit_status="SEGV"))
+    cause = DeathCause.from_systemd(
+        SystemdEnv(service_result="core-dump", exit_code="dumped", exit_status="SEGV")
+    )
     [first] = reap(store, settings, cause, lambda *a: sent.append(a), host=HOST)
     record = store.get(job)
     assert record is not None
@@ -61,12 +62,22 @@ def test_crash_requeues_then_poison_fails_at_max_crashes(store: JobStore) -> Non
 def test_watchdog_and_oom_fail_at_once(store: JobStore) -> None:
     settings = Settings.from_env({})
     hung = processing(store, dead_owner())
-    reap(store, settings, DeathCause.from_systemd(SystemdEnv(service_result="watchdog")),
-         lambda *a: None, host=HOST)
+    reap(
+        store,
+        settings,
+        DeathCause.from_systemd(SystemdEnv(service_result="watchdog")),
+        lambda *a: None,
+        host=HOST,
+    )
     assert "hung past the hard time limit of 900 s / watchdog" in store.get(hung).error  # type: ignore[union-attr]
     oom = processing(store, dead_owner())
-    reap(store, settings, DeathCause.from_systemd(SystemdEnv(service_result="oom-kill")),
-         lambda *a: None, host=HOST)
+    reap(
+        store,
+        settings,
+        DeathCause.from_systemd(SystemdEnv(service_result="oom-kill")),
+        lambda *a: None,
+        host=HOST,
+    )
     assert "out-of-memory" in store.get(oom).error  # type: ignore[union-attr]
 
 

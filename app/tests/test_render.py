@@ -14,17 +14,30 @@ from celery_stable.spec import validate_spec
 
 def test_renders_an_h264_mp4_of_the_right_size_length_and_frames(tmp_path: Path) -> None:
     raw = video_spec(1.0, width=160, height=90, fps=12)
-    raw["slides"].append({"text": "two", "duration": 0.5, "background": "#ff0000",
-                          "color": "#00ff00"})
+    raw["slides"].append(
+        {"text": "two", "duration": 0.5, "background": "#ff0000", "color": "#00ff00"}
+    )
     spec = validate_spec(raw, allow_fault=False)
     seen: list[int] = []
-    result = render_video(spec, tmp_path, "job1", ffmpeg="ffmpeg",
-                          deadline=time.monotonic() + 60, time_limit_sec=60,
-                          progress=lambda frame, _total: seen.append(frame))
+    result = render_video(
+        spec,
+        tmp_path,
+        "job1",
+        ffmpeg="ffmpeg",
+        deadline=time.monotonic() + 60,
+        time_limit_sec=60,
+        progress=lambda frame, _total: seen.append(frame),
+    )
     assert result.path == tmp_path / "job1.mp4"
     info = ffprobe(result.path)
-    assert info == {"codec": "h264", "width": 160, "height": 90, "pix_fmt": "yuv420p",
-                    "frames": 18, "duration": pytest.approx(1.5, abs=0.05)}
+    assert info == {
+        "codec": "h264",
+        "width": 160,
+        "height": 90,
+        "pix_fmt": "yuv420p",
+        "frames": 18,
+        "duration": pytest.approx(1.5, abs=0.05),
+    }
     assert seen == list(range(1, 19))
     assert [p.name for p in tmp_path.iterdir()] == ["job1.mp4"]
 
@@ -33,8 +46,9 @@ def test_cooperative_deadline_fails_cleanly_and_leaves_no_file(tmp_path: Path) -
     spec = validate_spec(video_spec(30.0, {"kind": "slow", "seconds": 0.05}), allow_fault=True)
     started = time.monotonic()
     with pytest.raises(RenderError, match="exceeded the hard time limit of 1 s"):
-        render_video(spec, tmp_path, "slow", ffmpeg="ffmpeg", deadline=started + 1,
-                     time_limit_sec=1)
+        render_video(
+            spec, tmp_path, "slow", ffmpeg="ffmpeg", deadline=started + 1, time_limit_sec=1
+        )
     assert time.monotonic() - started < 3
     assert list(tmp_path.iterdir()) == []
 
@@ -42,5 +56,11 @@ def test_cooperative_deadline_fails_cleanly_and_leaves_no_file(tmp_path: Path) -
 def test_missing_ffmpeg_is_a_clear_error(tmp_path: Path) -> None:
     spec = validate_spec(video_spec(), allow_fault=False)
     with pytest.raises(RenderError, match="cannot start ffmpeg"):
-        render_video(spec, tmp_path, "x", ffmpeg="/nonexistent/ffmpeg",
-                     deadline=time.monotonic() + 10, time_limit_sec=10)
+        render_video(
+            spec,
+            tmp_path,
+            "x",
+            ffmpeg="/nonexistent/ffmpeg",
+            deadline=time.monotonic() + 10,
+            time_limit_sec=10,
+        )

@@ -29,24 +29,31 @@ def test_defaults_are_the_guides_and_the_contracts() -> None:
     assert settings.metrics_file is None
     assert not settings.fault_hooks
     if CONTRACT.exists():
-        rows = re.findall(r"^\| `(CELERY_STABLE_\w+)` \| `?([^`|]*?)`? \|", CONTRACT.read_text(),
-                          re.MULTILINE)
-        documented = {name: ("" if default.startswith("empty") else default)
-                      for name, default in rows}
-        assert documented == {k: v for k, v in Settings.defaults().items()
-                              if k != "CELERY_STABLE_FAULT_HOOKS"}
+        rows = re.findall(
+            r"^\| `(CELERY_STABLE_\w+)` \| `?([^`|]*?)`? \|", CONTRACT.read_text(), re.MULTILINE
+        )
+        documented = {
+            name: ("" if default.startswith("empty") else default) for name, default in rows
+        }
+        assert documented == {
+            k: v for k, v in Settings.defaults().items() if k != "CELERY_STABLE_FAULT_HOOKS"
+        }
 
 
-@pytest.mark.parametrize(("name", "value", "allowed"), [
-    ("CELERY_STABLE_TIME_LIMIT_SEC", "abc", "whole number of seconds from 1"),
-    ("CELERY_STABLE_TIME_LIMIT_SEC", "0", "whole number of seconds from 1"),
-    ("CELERY_STABLE_MAX_CRASHES", "-1", "crashes from 1"),
-    ("CELERY_STABLE_BROKER_URL", "amqp://x", "Redis URL"),
-    ("CELERY_STABLE_OUTPUT_DIR", "videos", "absolute path"),
-    ("CELERY_STABLE_FAULT_HOOKS", "yes", "expected 1"),
-])
-def test_bad_value_names_variable_value_and_what_is_allowed(name: str, value: str,
-                                                            allowed: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("CELERY_STABLE_TIME_LIMIT_SEC", "abc", "whole number of seconds from 1"),
+        ("CELERY_STABLE_TIME_LIMIT_SEC", "0", "whole number of seconds from 1"),
+        ("CELERY_STABLE_MAX_CRASHES", "-1", "crashes from 1"),
+        ("CELERY_STABLE_BROKER_URL", "amqp://x", "Redis URL"),
+        ("CELERY_STABLE_OUTPUT_DIR", "videos", "absolute path"),
+        ("CELERY_STABLE_FAULT_HOOKS", "yes", "expected 1"),
+    ],
+)
+def test_bad_value_names_variable_value_and_what_is_allowed(
+    name: str, value: str, allowed: str
+) -> None:
     with pytest.raises(ConfigError) as error:
         Settings.from_env({name: value})
     assert name in str(error.value)
@@ -55,7 +62,7 @@ def test_bad_value_names_variable_value_and_what_is_allowed(name: str, value: st
 
 
 def test_env_file_syntax_of_systemd() -> None:
-    text = '''# comment
+    text = """# comment
 ; other comment
 CELERY_STABLE_QUEUE="vid eos"
 CELERY_STABLE_FFMPEG=/usr/bin/ffmpeg
@@ -63,7 +70,7 @@ OPENCV_FFMPEG_CAPTURE_OPTIONS="rtsp_transport;udp"
 QUOTED="a \\"b\\" c"
 CONT=one\\
 two
-'''
+"""
     env = parse_env_file(text)
     assert env["CELERY_STABLE_QUEUE"] == "vid eos"
     assert env["CELERY_STABLE_FFMPEG"] == "/usr/bin/ffmpeg"
@@ -90,9 +97,14 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
 def test_worker_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "CELERY_STABLE_TIME_LIMIT_SEC": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "celery_stable.celery_app", "worker",
-         "--pool=solo"], env=env, capture_output=True, text=True, timeout=60, check=False,
-        cwd=tmp_path)
+        [sys.executable, "-m", "celery", "-A", "celery_stable.celery_app", "worker", "--pool=solo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "CELERY_STABLE_TIME_LIMIT_SEC='0'" in result.stderr
     assert "from 1 to" in result.stderr
@@ -100,8 +112,10 @@ def test_worker_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:
 
 def test_watchdog_env_only_for_the_named_pid() -> None:
     assert SystemdEnv.from_env({"WATCHDOG_USEC": "4000000"}, pid=7).watchdog_usec == 4000000
-    assert SystemdEnv.from_env({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "8"},
-                               pid=7).watchdog_usec is None
+    assert (
+        SystemdEnv.from_env({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "8"}, pid=7).watchdog_usec
+        is None
+    )
 
 
 def test_sd_notify_abstract_namespace() -> None:

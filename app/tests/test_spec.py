@@ -22,23 +22,26 @@ def slide(**changes: Any) -> dict[str, Any]:
     return spec
 
 
-@pytest.mark.parametrize(("spec", "field"), [
-    (mutate(codec="vp9"), "unknown key(s) codec"),
-    (mutate(width=97), "width: must be even"),
-    (mutate(height=8), "height: expected a whole number from 16"),
-    (mutate(fps=0), "fps"),
-    (mutate(fps=2.5), "fps"),
-    (mutate(slides=[]), "slides"),
-    (slide(background="red"), "slides[0].background"),
-    (slide(color="#12345"), "slides[0].color"),
-    (slide(duration=0), "slides[0].duration"),
-    (slide(duration=601), "slides[0].duration"),
-    (slide(text=7), "slides[0].text"),
-    (slide(extra=1), "slides[0]: unknown key(s) extra"),
-    (mutate(slides=[video_spec(500)["slides"][0]] * 4), "too long"),
-    (mutate(title="x" * 300), "title"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (mutate(codec="vp9"), "unknown key(s) codec"),
+        (mutate(width=97), "width: must be even"),
+        (mutate(height=8), "height: expected a whole number from 16"),
+        (mutate(fps=0), "fps"),
+        (mutate(fps=2.5), "fps"),
+        (mutate(slides=[]), "slides"),
+        (slide(background="red"), "slides[0].background"),
+        (slide(color="#12345"), "slides[0].color"),
+        (slide(duration=0), "slides[0].duration"),
+        (slide(duration=601), "slides[0].duration"),
+        (slide(text=7), "slides[0].text"),
+        (slide(extra=1), "slides[0]: unknown key(s) extra"),
+        (mutate(slides=[video_spec(500)["slides"][0]] * 4), "too long"),
+        (mutate(title="x" * 300), "title"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_refused_with_the_field_named(spec: Any, field: str) -> None:
     with pytest.raises(SpecError) as error:
         validate_spec(spec, allow_fault=True)

@@ -12,9 +12,11 @@ from celery_stable.celery_app import create_app
 from celery_stable.jobs import JobStore
 from celery_stable.settings import Settings
 
-INIT_LINES = ("Worker process initialized avec optimisations anti-crash",
-              "OpenCV configuré en single-thread",
-              "Limite mémoire processus configurée (1GB)")
+INIT_LINES = (
+    "Worker process initialized avec optimisations anti-crash",
+    "OpenCV configuré en single-thread",
+    "Limite mémoire processus configurée (1GB)",
+)
 
 
 def test_renders_a_real_video_and_reports_to_systemd(harness: Harness, store: JobStore) -> None:
@@ -35,10 +37,18 @@ def test_renders_a_real_video_and_reports_to_systemd(harness: Harness, store: Jo
     log = worker.output()
     for line in INIT_LINES:
         assert line in log
-    wait_for(lambda: any(s.startswith("STATUS=idle · 1/10 tasks before recycle · RSS ")
-                         for s in harness.notify.lines("STATUS=")), 10, "idle STATUS")
-    assert any(s.startswith(f"STATUS=rendering {job_id} (frame ") or s.startswith("STATUS=idle")
-               for s in harness.notify.lines("STATUS="))
+    wait_for(
+        lambda: any(
+            s.startswith("STATUS=idle · 1/10 tasks before recycle · RSS ")
+            for s in harness.notify.lines("STATUS=")
+        ),
+        10,
+        "idle STATUS",
+    )
+    assert any(
+        s.startswith(f"STATUS=rendering {job_id} (frame ") or s.startswith("STATUS=idle")
+        for s in harness.notify.lines("STATUS=")
+    )
     assert harness.notify.count("READY=1") == 1
     assert harness.notify.lines("EXTEND_TIMEOUT_USEC=")
     status = harness.cli("status", job_id, "--json")
@@ -65,16 +75,23 @@ def test_fault_spec_refused_by_a_worker_without_hooks(harness: Harness, store: J
     assert "fault hooks are disabled on this worker" in record.error
 
 
-def test_stale_and_duplicate_deliveries_are_acked_and_ignored(harness: Harness,
-                                                              store: JobStore) -> None:
+def test_stale_and_duplicate_deliveries_are_acked_and_ignored(
+    harness: Harness, store: JobStore
+) -> None:
     worker = harness.ready_worker()
     job_id = harness.submit(video_spec(0.5))
     done = wait_state(store, job_id, ("done",), 30)
     app = create_app(Settings.from_env(harness.env()))
     app.enqueue(job_id, done.token)  # type: ignore[attr-defined]
     app.enqueue(job_id, "0123456789abcdef")  # type: ignore[attr-defined]
-    wait_for(lambda: "ignored stale message" in worker.output()
-             and "ignored duplicate message" in worker.output(), 30, "both ignored")
+    wait_for(
+        lambda: (
+            "ignored stale message" in worker.output()
+            and "ignored duplicate message" in worker.output()
+        ),
+        30,
+        "both ignored",
+    )
     assert store.get(job_id) == done
     assert store.client.llen("videos") == 0
     assert worker.output().count(f"rendering video {job_id}") == 1
@@ -97,11 +114,15 @@ def test_retry_from_failed_and_exit_codes(harness: Harness, store: JobStore) -> 
 
 def test_stats_to_the_log_and_the_textfile(harness: Harness, store: JobStore) -> None:
     metrics = harness.tmp / "metrics" / "celery_stable.prom"
-    worker = harness.ready_worker(CELERY_STABLE_STATS_INTERVAL_SEC="1",
-                                  CELERY_STABLE_METRICS_FILE=str(metrics))
+    worker = harness.ready_worker(
+        CELERY_STABLE_STATS_INTERVAL_SEC="1", CELERY_STABLE_METRICS_FILE=str(metrics)
+    )
     harness.submit(video_spec(0.3))
-    wait_for(lambda: metrics.exists() and 'celery_stable_jobs{state="done"} 1.0'
-             in metrics.read_text(), 30, "metrics with one done video")
+    wait_for(
+        lambda: metrics.exists() and 'celery_stable_jobs{state="done"} 1.0' in metrics.read_text(),
+        30,
+        "metrics with one done video",
+    )
     text = metrics.read_text()
     assert f"celery_stable_worker_pid {float(worker.pid)}" in text
     for name in ("cpu_percent", "rss_bytes", "threads"):

@@ -25,7 +25,8 @@ def crashed(worker: Worker) -> None:
 
 
 def test_segfault_leaves_a_traceback_and_the_video_is_requeued_then_rendered(
-        harness: Harness, store: JobStore) -> None:
+    harness: Harness, store: JobStore
+) -> None:
     worker = harness.ready_worker()
     job_id = harness.submit(video_spec(1.0, SEGFAULT_ONCE))
     crashed(worker)
@@ -36,8 +37,7 @@ def test_segfault_leaves_a_traceback_and_the_video_is_requeued_then_rendered(
     assert (record.attempts, record.crashes) == (2, 1)
 
 
-def test_reap_hook_resolves_a_core_dump_within_seconds(harness: Harness,
-                                                       store: JobStore) -> None:
+def test_reap_hook_resolves_a_core_dump_within_seconds(harness: Harness, store: JobStore) -> None:
     worker = harness.ready_worker()
     job_id = harness.submit(video_spec(1.0, SEGFAULT_ONCE))
     crashed(worker)
@@ -56,9 +56,11 @@ def test_reap_hook_resolves_a_core_dump_within_seconds(harness: Harness,
 
 
 def test_poison_video_fails_after_max_crashes_while_the_others_render(
-        harness: Harness, store: JobStore) -> None:
+    harness: Harness, store: JobStore
+) -> None:
     poison = harness.submit(video_spec(1.0, POISON))
     good = [harness.submit(video_spec(0.3)) for _ in range(2)]
+
     def resolved() -> bool:
         return store.get(poison).state == "failed"  # type: ignore[union-attr]
 

@@ -12,8 +12,9 @@ from helpers import video_spec, wait_for, wait_state
 from celery_stable.jobs import JobStore
 
 
-def test_recycles_after_n_tasks_in_place_with_the_queue_intact(harness: Harness,
-                                                               store: JobStore) -> None:
+def test_recycles_after_n_tasks_in_place_with_the_queue_intact(
+    harness: Harness, store: JobStore
+) -> None:
     jobs = [harness.submit(video_spec(0.3, text=f"video {n}")) for n in range(5)]
     worker = harness.ready_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="2")
     for job_id in jobs:
@@ -40,14 +41,17 @@ def test_recycles_when_rss_reaches_the_limit(harness: Harness, store: JobStore) 
     wait_state(store, leak, ("done",), 60)
     wait_state(store, after, ("done",), 60)
     wait_for(lambda: harness.notify.count("READY=1") == 2, 15, "READY after the re-exec")
-    assert any(line.startswith("STATUS=recycling: RSS ") and line.endswith(">= 244 MB")
-               for line in harness.notify.lines("STATUS="))
+    assert any(
+        line.startswith("STATUS=recycling: RSS ") and line.endswith(">= 244 MB")
+        for line in harness.notify.lines("STATUS=")
+    )
     assert store.get(after).pid == worker.pid  # type: ignore[union-attr]
     assert psutil.Process(worker.pid).memory_info().rss < 200 * 1024 * 1024
 
 
-def test_gil_holding_native_hang_stops_the_pings_and_is_killed(harness: Harness,
-                                                               store: JobStore) -> None:
+def test_gil_holding_native_hang_stops_the_pings_and_is_killed(
+    harness: Harness, store: JobStore
+) -> None:
     worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_TIME_LIMIT_SEC="2")
     job_id = harness.submit(video_spec(2.0, {"kind": "hang_gil", "at_frame": 2}))
     wait_state(store, job_id, ("processing",), 30)
@@ -69,7 +73,8 @@ def test_gil_holding_native_hang_stops_the_pings_and_is_killed(harness: Harness,
 
 
 def test_gil_releasing_hang_past_the_limit_fails_the_video_and_triggers(
-        harness: Harness, store: JobStore) -> None:
+    harness: Harness, store: JobStore
+) -> None:
     worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_TIME_LIMIT_SEC="2")
     job_id = harness.submit(video_spec(2.0, {"kind": "hang", "at_frame": 1}))
     record = wait_state(store, job_id, ("failed",), 30)
@@ -83,8 +88,7 @@ def test_gil_releasing_hang_past_the_limit_fails_the_video_and_triggers(
     assert "in fire" in log
 
 
-def test_cooperative_deadline_fails_the_video_cleanly(harness: Harness,
-                                                      store: JobStore) -> None:
+def test_cooperative_deadline_fails_the_video_cleanly(harness: Harness, store: JobStore) -> None:
     worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_TIME_LIMIT_SEC="2")
     slow = harness.submit(video_spec(5.0, {"kind": "slow", "seconds": 0.1}))
     after = harness.submit(video_spec(0.3))

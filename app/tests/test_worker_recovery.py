@@ -10,8 +10,9 @@ from helpers import video_spec, wait_for, wait_state
 from celery_stable.jobs import JobStore
 
 
-def test_recovery_fails_a_stuck_video_but_not_a_slow_healthy_one(harness: Harness,
-                                                                 store: JobStore) -> None:
+def test_recovery_fails_a_stuck_video_but_not_a_slow_healthy_one(
+    harness: Harness, store: JobStore
+) -> None:
     worker = harness.ready_worker()
     slow = harness.submit(video_spec(4.0, {"kind": "slow", "seconds": 0.1}))
     wait_state(store, slow, ("processing",), 30)
@@ -22,8 +23,9 @@ def test_recovery_fails_a_stuck_video_but_not_a_slow_healthy_one(harness: Harnes
         time.sleep(0.7)
     assert store.get(slow).state == "done"  # type: ignore[union-attr]
 
-    stuck = harness.submit(video_spec(1.0, {"kind": "hang", "at_frame": 2, "seconds": 5,
-                                            "on_attempts": 1}))
+    stuck = harness.submit(
+        video_spec(1.0, {"kind": "hang", "at_frame": 2, "seconds": 5, "on_attempts": 1})
+    )
     wait_state(store, stuck, ("processing",), 30)
     time.sleep(3)
     result = harness.cli("recover", "--stuck-after", "2")
@@ -34,15 +36,22 @@ def test_recovery_fails_a_stuck_video_but_not_a_slow_healthy_one(harness: Harnes
     assert record.state == "failed"
     assert f"`celery-stable retry {stuck}`" in record.error
     # When the hang ends, the old attempt notices it lost the job and leaves it failed.
-    wait_for(lambda: f"video {stuck} failed" in worker.output()
-             or f"video {stuck} rendered but" in worker.output(), 30, "the old attempt to end")
+    wait_for(
+        lambda: (
+            f"video {stuck} failed" in worker.output()
+            or f"video {stuck} rendered but" in worker.output()
+        ),
+        30,
+        "the old attempt to end",
+    )
     assert store.get(stuck).state == "failed"  # type: ignore[union-attr]
     assert harness.cli("retry", stuck).returncode == 0
     assert wait_state(store, stuck, ("done",), 30).attempts == 2
 
 
 def test_a_short_redis_restart_mid_render_loses_no_result(
-        harness: Harness, store: JobStore, redis_server: RedisServer) -> None:
+    harness: Harness, store: JobStore, redis_server: RedisServer
+) -> None:
     harness.ready_worker()
     job_id = harness.submit(video_spec(3.0, {"kind": "slow", "seconds": 0.1}))
     wait_state(store, job_id, ("processing",), 30)

@@ -12,8 +12,7 @@ from .settings import ConfigError, Settings
 from .tasks import FLEET_TASK, RENDER_TASK, fleet_report, run_render
 from .worker import WorkerRuntime
 
-SEND_RETRY_POLICY = {"max_retries": 5, "interval_start": 0, "interval_step": 0.5,
-                     "interval_max": 2}
+SEND_RETRY_POLICY = {"max_retries": 5, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
 
 
 def create_app(settings: Settings) -> Celery:
@@ -43,8 +42,13 @@ def create_app(settings: Settings) -> Celery:
     )
 
     def enqueue(job_id: str, token: str) -> None:
-        app.send_task(RENDER_TASK, args=[job_id, token], queue=settings.queue, retry=True,
-                      retry_policy=SEND_RETRY_POLICY)
+        app.send_task(
+            RENDER_TASK,
+            args=[job_id, token],
+            queue=settings.queue,
+            retry=True,
+            retry_policy=SEND_RETRY_POLICY,
+        )
 
     runtime = WorkerRuntime(settings, enqueue)
     app.enqueue = enqueue  # type: ignore[attr-defined]

@@ -63,7 +63,8 @@ class Context:
         return BrokerDown(
             f"cannot reach the broker at {self.safe_url} ({exc}). Start Redis "
             f"(`systemctl start redis-server`) or fix CELERY_STABLE_BROKER_URL in "
-            f"{self.env_file}.")
+            f"{self.env_file}."
+        )
 
     @property
     def store(self) -> JobStore:
@@ -103,8 +104,10 @@ def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
         ctx.enqueue(record.id, record.token)
     except Exception as exc:  # noqa: BLE001 (kombu raises many types; all mean "not sent")
         store.delete(record.id)
-        raise BrokerDown(f"could not enqueue the video ({exc}); nothing recorded. Check the "
-                         f"broker at {ctx.safe_url}.") from None
+        raise BrokerDown(
+            f"could not enqueue the video ({exc}); nothing recorded. Check the "
+            f"broker at {ctx.safe_url}."
+        ) from None
     print(record.id)
     if args.wait is None:
         return EXIT_OK
@@ -135,8 +138,10 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'id':<14}{'state':<12}{'tries':>5}{'crash':>6}  {'created':<24}error")
     for record in records:
-        print(f"{record.id:<14}{record.state:<12}{record.attempts:>5}{record.crashes:>6}  "
-              f"{_when(record.created_at):<24}{record.error[:60]}")
+        print(
+            f"{record.id:<14}{record.state:<12}{record.attempts:>5}{record.crashes:>6}  "
+            f"{_when(record.created_at):<24}{record.error[:60]}"
+        )
     return EXIT_OK
 
 
@@ -146,11 +151,14 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
     if record is None:
         print(f"unknown video id {args.id}", file=sys.stderr)
         return EXIT_UNKNOWN
-    outcome, token = store.requeue(args.id, record.token, states=("failed",),
-                                   extra={"crashes": 0, "output": ""})
+    outcome, token = store.requeue(
+        args.id, record.token, states=("failed",), extra={"crashes": 0, "output": ""}
+    )
     if not outcome.ok:
-        print(f"video {args.id} is {outcome.state}, not failed: only failed videos are retried",
-              file=sys.stderr)
+        print(
+            f"video {args.id} is {outcome.state}, not failed: only failed videos are retried",
+            file=sys.stderr,
+        )
         return EXIT_NOT_FAILED
     try:
         ctx.enqueue(args.id, token)
@@ -187,30 +195,44 @@ def cmd_check_config(env_file: Path) -> int:
     except ConfigError as exc:
         print(f"celery-stable: {exc}", file=sys.stderr)
         return EXIT_BAD
-    print(f"{env_file}: ok (queue {settings.queue}, time limit {settings.time_limit_sec} s, "
-          f"recycle after {settings.max_tasks_per_child} tasks or "
-          f"{settings.max_memory_per_child_kb} KiB RSS)")
+    print(
+        f"{env_file}: ok (queue {settings.queue}, time limit {settings.time_limit_sec} s, "
+        f"recycle after {settings.max_tasks_per_child} tasks or "
+        f"{settings.max_memory_per_child_kb} KiB RSS)"
+    )
     return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
-    "submit": cmd_submit, "status": cmd_status, "list": cmd_list, "retry": cmd_retry,
-    "recover": cmd_recover, "reap": cmd_reap,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "list": cmd_list,
+    "retry": cmd_retry,
+    "recover": cmd_recover,
+    "reap": cmd_reap,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
-                        help=f"environment file (default {DEFAULT_ENV_FILE}; read only when "
-                             "CELERY_STABLE_BROKER_URL is not set)")
-    parser = argparse.ArgumentParser(prog="celery-stable", parents=[common],
-                                     description="Submit and manage videos of celery-stable.")
+    common.add_argument(
+        "--env-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"environment file (default {DEFAULT_ENV_FILE}; read only when "
+        "CELERY_STABLE_BROKER_URL is not set)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="celery-stable",
+        parents=[common],
+        description="Submit and manage videos of celery-stable.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     submit = sub.add_parser("submit", parents=[common], help="validate, record and enqueue")
     submit.add_argument("spec", help="JSON job spec file, or - for stdin")
-    submit.add_argument("--wait", type=float, metavar="SECONDS",
-                        help="wait for done/failed and print the record")
+    submit.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="wait for done/failed and print the record"
+    )
     status = sub.add_parser("status", parents=[common], help="show one video")
     status.add_argument("id")
     status.add_argument("--json", action="store_true")
@@ -220,11 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     retry = sub.add_parser("retry", parents=[common], help="queue a failed video again")
     retry.add_argument("id")
-    recover_cmd = sub.add_parser("recover", parents=[common],
-                                 help="fail processing videos that stopped making progress")
+    recover_cmd = sub.add_parser(
+        "recover", parents=[common], help="fail processing videos that stopped making progress"
+    )
     recover_cmd.add_argument("--stuck-after", type=float, metavar="SEC")
-    sub.add_parser("reap", parents=[common],
-                   help="ExecStopPost hook: resolve videos held by dead workers of this host")
+    sub.add_parser(
+        "reap",
+        parents=[common],
+        help="ExecStopPost hook: resolve videos held by dead workers of this host",
+    )
     sub.add_parser("check-config", parents=[common], help="validate an environment file")
     return parser
 

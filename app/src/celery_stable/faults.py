@@ -64,7 +64,7 @@ class Fault:
     @classmethod
     def parse(cls, raw: object) -> Fault:
         if not isinstance(raw, Mapping):
-            raise ValueError("fault: expected an object such as {\"kind\": \"segfault\"}")
+            raise ValueError('fault: expected an object such as {"kind": "segfault"}')
         unknown = set(raw) - {"kind", "at_frame", "seconds", "mb", "on_attempts"}
         if unknown:
             raise ValueError(f"fault: unknown key(s) {sorted(unknown)}")
@@ -83,8 +83,9 @@ class Fault:
             raise ValueError("fault.mb: expected a whole number of MiB from 0 to 1048576")
         if type(on_attempts) is not int or on_attempts < 0:
             raise ValueError("fault.on_attempts: expected a whole number >= 0 (0: every attempt)")
-        return cls(kind=kind, at_frame=at_frame, seconds=float(seconds), mb=mb,
-                   on_attempts=on_attempts)
+        return cls(
+            kind=kind, at_frame=at_frame, seconds=float(seconds), mb=mb, on_attempts=on_attempts
+        )
 
     def fire(self, frame: int) -> None:
         if self.kind == "slow" and frame >= self.at_frame:

@@ -104,14 +104,22 @@ class JobRecord:
 
         pid = raw.get("pid", "")
         return cls(
-            id=raw["id"], spec=json.loads(raw.get("spec", "{}")), state=raw["state"],
-            attempts=int(raw.get("attempts", 0)), crashes=int(raw.get("crashes", 0)),
-            token=raw.get("token", ""), created_at=float(raw["created_at"]),
+            id=raw["id"],
+            spec=json.loads(raw.get("spec", "{}")),
+            state=raw["state"],
+            attempts=int(raw.get("attempts", 0)),
+            crashes=int(raw.get("crashes", 0)),
+            token=raw.get("token", ""),
+            created_at=float(raw["created_at"]),
             queued_at=float(raw.get("queued_at", raw["created_at"])),
-            started_at=number("started_at"), heartbeat_at=number("heartbeat_at"),
-            finished_at=number("finished_at"), error=raw.get("error", ""),
-            output=raw.get("output", ""), host=raw.get("host", ""),
-            pid=int(pid) if pid else None, pid_started_at=number("pid_started_at"),
+            started_at=number("started_at"),
+            heartbeat_at=number("heartbeat_at"),
+            finished_at=number("finished_at"),
+            error=raw.get("error", ""),
+            output=raw.get("output", ""),
+            host=raw.get("host", ""),
+            pid=int(pid) if pid else None,
+            pid_started_at=number("pid_started_at"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,10 +154,17 @@ def redis_client(url: str, *, retry_seconds: float = 30.0) -> redis.Redis:
     backoff = ExponentialBackoff(cap=1.0, base=0.05)
     retries = 0 if retry_seconds <= 0 else max(1, int(retry_seconds))
     return redis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10,
-        retry=Retry(backoff, retries), health_check_interval=15,
-        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError,
-                        redis_errors.BusyLoadingError],
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        retry=Retry(backoff, retries),
+        health_check_interval=15,
+        retry_on_error=[
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            redis_errors.BusyLoadingError,
+        ],
     )
 
 
@@ -176,9 +191,18 @@ class JobStore:
         now = time.time() if now is None else now
         while True:
             job_id = secrets.token_hex(6)
-            fields = {"id": job_id, "spec": json.dumps(spec, sort_keys=True), "state": "queued",
-                      "attempts": 0, "crashes": 0, "token": new_token(), "created_at": now,
-                      "queued_at": now, "error": "", "output": ""}
+            fields = {
+                "id": job_id,
+                "spec": json.dumps(spec, sort_keys=True),
+                "state": "queued",
+                "attempts": 0,
+                "crashes": 0,
+                "token": new_token(),
+                "created_at": now,
+                "queued_at": now,
+                "error": "",
+                "output": "",
+            }
             flat = [str(item) for pair in fields.items() for item in pair]
             keys = [self._key(job_id), self._states + "queued", self._index]
             if self._create(keys=keys, args=[job_id, now, *flat]):
@@ -187,8 +211,9 @@ class JobStore:
                 return record
 
     def delete(self, job_id: str) -> bool:
-        return bool(self._delete(keys=[self._key(job_id), self._states, self._index],
-                                 args=[job_id]))
+        return bool(
+            self._delete(keys=[self._key(job_id), self._states, self._index], args=[job_id])
+        )
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.client.hgetall(self._key(job_id))
@@ -213,50 +238,102 @@ class JobStore:
             pipe.scard(self._states + state)
         return dict(zip(STATES, pipe.execute(), strict=True))
 
-    def transition(self, job_id: str, *, states: Iterable[str], token: str | None,
-                   set_fields: Mapping[str, object], incr: Mapping[str, int] | None = None,
-                   ) -> Outcome:
-        change = {"set": {key: str(value) for key, value in set_fields.items()},
-                  "incr": dict(incr or {})}
+    def transition(
+        self,
+        job_id: str,
+        *,
+        states: Iterable[str],
+        token: str | None,
+        set_fields: Mapping[str, object],
+        incr: Mapping[str, int] | None = None,
+    ) -> Outcome:
+        change = {
+            "set": {key: str(value) for key, value in set_fields.items()},
+            "incr": dict(incr or {}),
+        }
         status, state = self._transition(
             keys=[self._key(job_id), self._states],
-            args=[",".join(states), token or "", json.dumps(change)])
+            args=[",".join(states), token or "", json.dumps(change)],
+        )
         return Outcome(status, state)
 
     def begin(self, job_id: str, token: str, owner: Owner, now: float | None = None) -> Outcome:
         now = time.time() if now is None else now
         return self.transition(
-            job_id, states=["queued"], token=token, incr={"attempts": 1},
-            set_fields={"state": "processing", "started_at": now, "heartbeat_at": now,
-                        "host": owner.host, "pid": owner.pid,
-                        "pid_started_at": repr(owner.pid_started_at), "error": ""})
+            job_id,
+            states=["queued"],
+            token=token,
+            incr={"attempts": 1},
+            set_fields={
+                "state": "processing",
+                "started_at": now,
+                "heartbeat_at": now,
+                "host": owner.host,
+                "pid": owner.pid,
+                "pid_started_at": repr(owner.pid_started_at),
+                "error": "",
+            },
+        )
 
     def heartbeat(self, job_id: str, token: str, now: float | None = None) -> Outcome:
         now = time.time() if now is None else now
-        return self.transition(job_id, states=["processing"], token=token,
-                               set_fields={"heartbeat_at": now})
+        return self.transition(
+            job_id, states=["processing"], token=token, set_fields={"heartbeat_at": now}
+        )
 
     def finish(self, job_id: str, token: str, output: str, now: float | None = None) -> Outcome:
         now = time.time() if now is None else now
-        return self.transition(job_id, states=["processing"], token=token,
-                               set_fields={"state": "done", "finished_at": now,
-                                           "output": output, "error": ""})
+        return self.transition(
+            job_id,
+            states=["processing"],
+            token=token,
+            set_fields={"state": "done", "finished_at": now, "output": output, "error": ""},
+        )
 
-    def fail(self, job_id: str, token: str | None, reason: str, *,
-             states: Iterable[str] = ("processing",), now: float | None = None,
-             extra: Mapping[str, object] | None = None) -> Outcome:
+    def fail(
+        self,
+        job_id: str,
+        token: str | None,
+        reason: str,
+        *,
+        states: Iterable[str] = ("processing",),
+        now: float | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> Outcome:
         now = time.time() if now is None else now
-        return self.transition(job_id, states=states, token=token,
-                               set_fields={"state": "failed", "finished_at": now,
-                                           "error": reason, **(extra or {})})
+        return self.transition(
+            job_id,
+            states=states,
+            token=token,
+            set_fields={"state": "failed", "finished_at": now, "error": reason, **(extra or {})},
+        )
 
-    def requeue(self, job_id: str, token: str, *, states: Iterable[str] = ("processing",),
-                error: str = "", extra: Mapping[str, object] | None = None,
-                now: float | None = None) -> tuple[Outcome, str]:
+    def requeue(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        states: Iterable[str] = ("processing",),
+        error: str = "",
+        extra: Mapping[str, object] | None = None,
+        now: float | None = None,
+    ) -> tuple[Outcome, str]:
         """Back to queued under a new token, so the old attempt's message becomes stale."""
         now = time.time() if now is None else now
         fresh = new_token()
-        outcome = self.transition(job_id, states=states, token=token, set_fields={
-            "state": "queued", "token": fresh, "queued_at": now, "error": error,
-            "started_at": "", "heartbeat_at": "", "finished_at": "", **(extra or {})})
+        outcome = self.transition(
+            job_id,
+            states=states,
+            token=token,
+            set_fields={
+                "state": "queued",
+                "token": fresh,
+                "queued_at": now,
+                "error": error,
+                "started_at": "",
+                "heartbeat_at": "",
+                "finished_at": "",
+                **(extra or {}),
+            },
+        )
         return outcome, fresh

@@ -83,15 +83,25 @@ class TaskTracker:
         counter = f"{self.tasks_done + (1 if task else 0)}/{self.max_tasks} tasks before recycle"
         if task is None:
             return f"idle · {counter} · RSS {rss_mb:.0f} MB"
-        return (f"rendering {task.job_id} (frame {task.frame}/{task.total}) · {counter} · "
-                f"RSS {rss_mb:.0f} MB")
+        return (
+            f"rendering {task.job_id} (frame {task.frame}/{task.total}) · {counter} · "
+            f"RSS {rss_mb:.0f} MB"
+        )
 
 
 class Monitor(threading.Thread):
-    def __init__(self, tracker: TaskTracker, store: JobStore, notifier: Notifier, *,
-                 watchdog_usec: int | None, heartbeat_interval_sec: float,
-                 stats_interval_sec: float, metrics_file: Path | None,
-                 abort: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        tracker: TaskTracker,
+        store: JobStore,
+        notifier: Notifier,
+        *,
+        watchdog_usec: int | None,
+        heartbeat_interval_sec: float,
+        stats_interval_sec: float,
+        metrics_file: Path | None,
+        abort: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(name="celery-stable-monitor", daemon=True)
         self.tracker = tracker
         self.store = store
@@ -151,8 +161,10 @@ class Monitor(threading.Thread):
         text = self.tracker.status(self.process.memory_info().rss / stats.MB)
         last_text, last_sent = self._last_status
         # RSS moves every tick; resend unchanged-but-for-RSS text only now and then.
-        if text.split(" · RSS")[0] != last_text.split(" · RSS")[0] or \
-                now - last_sent >= STATUS_REFRESH_SEC:
+        if (
+            text.split(" · RSS")[0] != last_text.split(" · RSS")[0]
+            or now - last_sent >= STATUS_REFRESH_SEC
+        ):
             self.notifier.send(f"STATUS={text}")
             self._last_status = (text, now)
 
@@ -167,8 +179,10 @@ class Monitor(threading.Thread):
         self._heartbeat = (task.job_id, task.frame, now)
         outcome = self.store.heartbeat(task.job_id, task.token)
         if not outcome.ok and task.abort_reason is None:
-            task.abort_reason = (f"the job was changed by someone else while rendering "
-                                 f"(now {outcome.state or 'deleted'}); this attempt stops")
+            task.abort_reason = (
+                f"the job was changed by someone else while rendering "
+                f"(now {outcome.state or 'deleted'}); this attempt stops"
+            )
 
     def _enforce_limit(self, task: CurrentTask) -> None:
         if task.job_id + task.token in self._enforced:
@@ -176,11 +190,14 @@ class Monitor(threading.Thread):
         self._enforced.add(task.job_id + task.token)
         reason = time_limit_reason(task.time_limit_sec)
         task.abort_reason = reason
-        log.error("video %s %s and its task does not return; failing it and stopping this "
-                  "worker. Threads:", task.job_id, reason)
+        log.error(
+            "video %s %s and its task does not return; failing it and stopping this "
+            "worker. Threads:",
+            task.job_id,
+            reason,
+        )
         try:
-            self.store.fail(task.job_id, task.token,
-                            f"{reason}; the worker was stopped (watchdog)")
+            self.store.fail(task.job_id, task.token, f"{reason}; the worker was stopped (watchdog)")
         finally:
             faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
             self.notifier.send(f"STATUS=killing: {task.job_id} {reason}", "WATCHDOG=trigger")
@@ -189,8 +206,9 @@ class Monitor(threading.Thread):
             if self.tracker.current is not task:
                 return
             time.sleep(TICK_SEC)
-        log.critical("still hung %.0f s after WATCHDOG=trigger: aborting the worker itself",
-                     ABORT_GRACE_SEC)
+        log.critical(
+            "still hung %.0f s after WATCHDOG=trigger: aborting the worker itself", ABORT_GRACE_SEC
+        )
         self.abort()
 
     def report_stats(self) -> None:

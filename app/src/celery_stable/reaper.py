@@ -77,44 +77,69 @@ def owner_gone(owner: Owner, *, self_is_gone: bool = False) -> bool:
         return True
 
 
-def resolve(store: JobStore, record: JobRecord, cause: DeathCause, settings: Settings,
-            enqueue: Enqueue, *, now: float | None = None) -> Resolution | None:
+def resolve(
+    store: JobStore,
+    record: JobRecord,
+    cause: DeathCause,
+    settings: Settings,
+    enqueue: Enqueue,
+    *,
+    now: float | None = None,
+) -> Resolution | None:
     """Move one *processing* record whose owner died; None if it changed meanwhile."""
     now = time.time() if now is None else now
     limit = settings.time_limit_sec
     elapsed = now - (record.started_at or now)
     crashes = record.crashes
     if cause.kind == "watchdog" or elapsed >= limit:
-        reason = (f"hung past the hard time limit of {limit} s / watchdog "
-                  f"(killed by {cause.detail}); {retry_hint(record.id)}")
+        reason = (
+            f"hung past the hard time limit of {limit} s / watchdog "
+            f"(killed by {cause.detail}); {retry_hint(record.id)}"
+        )
     elif cause.kind == "oom":
-        reason = (f"killed by the {cause.detail} (memory limit of the unit); "
-                  f"{retry_hint(record.id)}")
+        reason = f"killed by the {cause.detail} (memory limit of the unit); {retry_hint(record.id)}"
     else:
         crashes += 1
         if crashes < settings.max_crashes:
             outcome, token = store.requeue(
-                record.id, record.token, error=f"worker died ({cause.detail}); requeued",
-                extra={"crashes": crashes})
+                record.id,
+                record.token,
+                error=f"worker died ({cause.detail}); requeued",
+                extra={"crashes": crashes},
+            )
             if not outcome.ok:
                 return None
             try:
                 enqueue(record.id, token)
             except Exception as exc:
                 # Queued without a message would be lost silently: make it visible instead.
-                store.fail(record.id, token, f"could not be requeued after a crash ({exc}); "
-                           f"run `celery-stable retry {record.id}`", states=("queued",))
+                store.fail(
+                    record.id,
+                    token,
+                    f"could not be requeued after a crash ({exc}); "
+                    f"run `celery-stable retry {record.id}`",
+                    states=("queued",),
+                )
                 raise
-            return Resolution(record.id, "requeued",
-                              f"crash {crashes}/{settings.max_crashes}: {cause.detail}")
-        reason = (f"killed the worker {crashes} times (last: {cause.detail}); "
-                  f"{retry_hint(record.id)}")
+            return Resolution(
+                record.id, "requeued", f"crash {crashes}/{settings.max_crashes}: {cause.detail}"
+            )
+        reason = (
+            f"killed the worker {crashes} times (last: {cause.detail}); {retry_hint(record.id)}"
+        )
     outcome = store.fail(record.id, record.token, reason, now=now, extra={"crashes": crashes})
     return Resolution(record.id, "failed", reason) if outcome.ok else None
 
 
-def reap(store: JobStore, settings: Settings, cause: DeathCause, enqueue: Enqueue, *,
-         host: str, at_startup: bool = False) -> list[Resolution]:
+def reap(
+    store: JobStore,
+    settings: Settings,
+    cause: DeathCause,
+    enqueue: Enqueue,
+    *,
+    host: str,
+    at_startup: bool = False,
+) -> list[Resolution]:
     """Resolve every processing video of ``host`` whose owner process is gone."""
     resolutions = []
     for job_id in store.ids_in("processing"):

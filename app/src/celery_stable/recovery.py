@@ -8,8 +8,11 @@ from .jobs import JobStore
 from .reaper import Resolution
 
 
-def recover(store: JobStore, stuck_after_sec: float, now: float | None = None,
-            ) -> list[Resolution]:
+def recover(
+    store: JobStore,
+    stuck_after_sec: float,
+    now: float | None = None,
+) -> list[Resolution]:
     """Fail each processing video whose last heartbeat is older than ``stuck_after_sec``.
 
     The monitor writes ``heartbeat_at`` only while frames advance, so a slow healthy render keeps
@@ -25,9 +28,11 @@ def recover(store: JobStore, stuck_after_sec: float, now: float | None = None,
         idle = now - last
         if idle <= stuck_after_sec:
             continue
-        reason = (f"stuck: no progress for {idle:.0f} s (limit {stuck_after_sec:g} s) on "
-                  f"{record.host or '?'} pid {record.pid}; marked failed for manual retry: "
-                  f"`celery-stable retry {job_id}`")
+        reason = (
+            f"stuck: no progress for {idle:.0f} s (limit {stuck_after_sec:g} s) on "
+            f"{record.host or '?'} pid {record.pid}; marked failed for manual retry: "
+            f"`celery-stable retry {job_id}`"
+        )
         if store.fail(job_id, record.token, reason, now=now).ok:
             changed.append(Resolution(job_id, "failed", reason))
     return changed

@@ -45,8 +45,9 @@ def _fit_text(text: str, width: int, height: int, share: float) -> tuple[float, 
     return max(scale, 0.2), max(1, round(scale * 2))
 
 
-def _put_centered(frame: np.ndarray, text: str, colour: tuple[int, int, int], y: int,
-                  share: float) -> None:
+def _put_centered(
+    frame: np.ndarray, text: str, colour: tuple[int, int, int], y: int, share: float
+) -> None:
     height, width = frame.shape[:2]
     scale, thickness = _fit_text(text, width, height, share)
     (text_w, text_h), _ = cv2.getTextSize(text, FONT, scale, thickness)
@@ -82,13 +83,39 @@ def frames(spec: VideoSpec) -> Iterator[np.ndarray]:
 
 def ffmpeg_command(ffmpeg: str, spec: VideoSpec, output: Path) -> list[str]:
     return [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{spec.width}x{spec.height}",
-        "-r", str(spec.fps), "-i", "pipe:0", "-an",
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{spec.width}x{spec.height}",
+        "-r",
+        str(spec.fps),
+        "-i",
+        "pipe:0",
+        "-an",
         # One thread everywhere: native thread pools are what crashed the guide's workers.
-        "-threads", "1", "-filter_threads", "1",
-        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        "-movflags", "+faststart", "-f", "mp4", str(output),
+        "-threads",
+        "1",
+        "-filter_threads",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        str(output),
     ]
 
 
@@ -98,9 +125,17 @@ def _ffmpeg_error(log: tempfile._TemporaryFileWrapper[bytes], code: int | None) 
     return f"ffmpeg failed (exit {code}): {lines[-1] if lines else 'no message'}"
 
 
-def render_video(spec: VideoSpec, output_dir: Path, name: str, *, ffmpeg: str, deadline: float,
-                 time_limit_sec: float, progress: Progress | None = None,
-                 should_abort: AbortCheck | None = None) -> RenderResult:
+def render_video(
+    spec: VideoSpec,
+    output_dir: Path,
+    name: str,
+    *,
+    ffmpeg: str,
+    deadline: float,
+    time_limit_sec: float,
+    progress: Progress | None = None,
+    should_abort: AbortCheck | None = None,
+) -> RenderResult:
     """Render ``spec`` to ``output_dir/name.mp4`` before ``deadline`` (``time.monotonic()``).
 
     The deadline is checked between frames and bounds the wait for ffmpeg, so an over-long render
@@ -114,8 +149,12 @@ def render_video(spec: VideoSpec, output_dir: Path, name: str, *, ffmpeg: str, d
     started = time.monotonic()
     with tempfile.TemporaryFile() as log:
         try:
-            proc = subprocess.Popen(ffmpeg_command(ffmpeg, spec, temp), stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=log)
+            proc = subprocess.Popen(
+                ffmpeg_command(ffmpeg, spec, temp),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         except OSError as exc:
             raise RenderError(f"cannot start ffmpeg ({ffmpeg}): {exc.strerror}") from None
         assert proc.stdin is not None

@@ -97,11 +97,9 @@ _FIELDS: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "QUEUE": ("queue", "videos", _text),
     "OUTPUT_DIR": ("output_dir", "/var/lib/celery-stable/videos", _text),
     "MAX_TASKS_PER_CHILD": ("max_tasks_per_child", "10", _int(1, 1_000_000, "tasks")),
-    "MAX_MEMORY_PER_CHILD_KB": (
-        "max_memory_per_child_kb", "256000", _int(1024, 1 << 40, "KiB")),
+    "MAX_MEMORY_PER_CHILD_KB": ("max_memory_per_child_kb", "256000", _int(1024, 1 << 40, "KiB")),
     "TIME_LIMIT_SEC": ("time_limit_sec", "900", _int(1, 7 * 86400, "seconds")),
-    "ADDRESS_SPACE_LIMIT_MB": (
-        "address_space_limit_mb", "1024", _int(64, 1 << 30, "MiB")),
+    "ADDRESS_SPACE_LIMIT_MB": ("address_space_limit_mb", "1024", _int(64, 1 << 30, "MiB")),
     "MAX_CRASHES": ("max_crashes", "2", _int(1, 1000, "crashes")),
     "STUCK_AFTER_SEC": ("stuck_after_sec", "300", _int(1, 7 * 86400, "seconds")),
     "HEARTBEAT_INTERVAL_SEC": ("heartbeat_interval_sec", "10", _int(1, 3600, "seconds")),
@@ -193,7 +191,7 @@ def _unquote(value: str, where: str) -> str:
             position += 2
             continue
         if char == quote:
-            if value[position + 1:].strip():
+            if value[position + 1 :].strip():
                 raise ConfigError(f"{where}: text after the closing quote in {value!r}.")
             return "".join(out)
         out.append(char)

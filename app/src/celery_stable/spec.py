@@ -69,7 +69,7 @@ def _text(value: object, field: str) -> str:
 def _colour(value: object, field: str) -> tuple[int, int, int]:
     if not isinstance(value, str) or not _COLOUR.fullmatch(value):
         raise SpecError(f"{field}: expected a colour as #rrggbb, got {value!r}")
-    red, green, blue = (int(value[i:i + 2], 16) for i in (1, 3, 5))
+    red, green, blue = (int(value[i : i + 2], 16) for i in (1, 3, 5))
     return blue, green, red
 
 
@@ -87,7 +87,8 @@ def _slide(raw: object, index: int) -> Slide:
     if type(duration) not in (int, float) or not 0 < duration <= MAX_SLIDE_SEC:
         raise SpecError(
             f"{where}.duration: expected seconds, more than 0 and at most {MAX_SLIDE_SEC:g}, "
-            f"got {duration!r}")
+            f"got {duration!r}"
+        )
     return Slide(
         text=_text(raw["text"], f"{where}.text"),
         duration=float(duration),
@@ -106,8 +107,10 @@ def validate_spec(raw: object, *, allow_fault: bool) -> VideoSpec:
         raise SpecError("spec: expected a JSON object")
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
-        raise SpecError(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: "
-                        f"{', '.join(sorted(_SPEC_KEYS - {'fault'}))}")
+        raise SpecError(
+            f"unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+            f"{', '.join(sorted(_SPEC_KEYS - {'fault'}))}"
+        )
     width = _int(raw, "width", MIN_SIDE, MAX_WIDTH, even=True)
     height = _int(raw, "height", MIN_SIDE, MAX_HEIGHT, even=True)
     fps = _int(raw, "fps", 1, MAX_FPS)

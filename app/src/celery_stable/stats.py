@@ -20,8 +20,10 @@ class ProcessStats:
     threads: int
 
     def log_line(self, jobs: Mapping[str, int] | None) -> str:
-        line = (f"stats pid={self.pid} cpu={self.cpu_percent:.1f}% rss={self.rss_mb:.1f}MB "
-                f"threads={self.threads}")
+        line = (
+            f"stats pid={self.pid} cpu={self.cpu_percent:.1f}% rss={self.rss_mb:.1f}MB "
+            f"threads={self.threads}"
+        )
         if jobs is not None:
             line += " jobs " + " ".join(f"{state}={count}" for state, count in jobs.items())
         return line
@@ -30,12 +32,17 @@ class ProcessStats:
 def sample(process: psutil.Process) -> ProcessStats:
     """Stats of ``process``; keep the same object between calls so cpu % covers the interval."""
     with process.oneshot():
-        return ProcessStats(pid=process.pid, cpu_percent=process.cpu_percent(None),
-                            rss_mb=process.memory_info().rss / MB, threads=process.num_threads())
+        return ProcessStats(
+            pid=process.pid,
+            cpu_percent=process.cpu_percent(None),
+            rss_mb=process.memory_info().rss / MB,
+            threads=process.num_threads(),
+        )
 
 
-def write_textfile(path: Path, stats: ProcessStats, jobs: Mapping[str, int] | None,
-                   tasks_done: int) -> None:
+def write_textfile(
+    path: Path, stats: ProcessStats, jobs: Mapping[str, int] | None, tasks_done: int
+) -> None:
     """Write the node_exporter textfile; prometheus_client escapes and renames it atomically."""
     registry = CollectorRegistry()
     pairs = {

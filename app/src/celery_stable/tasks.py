@@ -31,8 +31,13 @@ def _accept(runtime: WorkerRuntime, job_id: str, token: str) -> bool:
         log.warning("ignored message for unknown video %s", job_id)
         return False
     if record.token != token:
-        log.warning("ignored stale message for video %s (state %s, attempt token %s is not "
-                    "the current one)", job_id, record.state, token)
+        log.warning(
+            "ignored stale message for video %s (state %s, attempt token %s is not "
+            "the current one)",
+            job_id,
+            record.state,
+            token,
+        )
         return False
     if record.state in FINAL_STATES:
         log.warning("ignored duplicate message for video %s: already %s", job_id, record.state)
@@ -43,17 +48,24 @@ def _accept(runtime: WorkerRuntime, job_id: str, token: str) -> bool:
         if owner and owner.host == runtime.owner.host and owner_gone(owner):
             # Redelivered by Redis after a death nothing reaped: resolve it as a crash now.
             cause = DeathCause("crash", "worker died; found on redelivery")
-            log.warning("video %s redelivered after its worker died: %s", job_id,
-                        resolve(runtime.store, record, cause, runtime.settings,
-                                runtime.enqueue))
+            log.warning(
+                "video %s redelivered after its worker died: %s",
+                job_id,
+                resolve(runtime.store, record, cause, runtime.settings, runtime.enqueue),
+            )
         else:
-            log.warning("ignored message for video %s: still processing on %s pid %s",
-                        job_id, owner.host if owner else "?", owner.pid if owner else "?")
+            log.warning(
+                "ignored message for video %s: still processing on %s pid %s",
+                job_id,
+                owner.host if owner else "?",
+                owner.pid if owner else "?",
+            )
         return False
     outcome = runtime.store.begin(job_id, token, runtime.owner)  # type: ignore[arg-type]
     if not outcome.ok:
-        log.warning("ignored message for video %s: %s (state %s)", job_id, outcome.status,
-                    outcome.state)
+        log.warning(
+            "ignored message for video %s: %s (state %s)", job_id, outcome.status, outcome.state
+        )
     return outcome.ok
 
 
@@ -74,40 +86,62 @@ def run_render(runtime: WorkerRuntime, job_id: str, token: str) -> str:
     task = runtime.tracker.start(job_id, token, settings.time_limit_sec)
     faulthandler.dump_traceback_later(
         settings.time_limit_sec + ENFORCE_SLACK_SEC + ABORT_GRACE_SEC + NATIVE_GUARD_EXTRA_SEC,
-        exit=True, file=sys.__stderr__)
-    log.info("rendering video %s (attempt %d, %d frames)", job_id, record.attempts,
-             spec.total_frames)
+        exit=True,
+        file=sys.__stderr__,
+    )
+    log.info(
+        "rendering video %s (attempt %d, %d frames)", job_id, record.attempts, spec.total_frames
+    )
 
     def progress(frame: int, total: int) -> None:
         task.frame, task.total = frame, total
 
     error = None
     try:
-        result = render_video(spec, settings.output_dir, job_id, ffmpeg=settings.ffmpeg,
-                              deadline=task.deadline, time_limit_sec=settings.time_limit_sec,
-                              progress=progress, should_abort=lambda: task.abort_reason)
+        result = render_video(
+            spec,
+            settings.output_dir,
+            job_id,
+            ffmpeg=settings.ffmpeg,
+            deadline=task.deadline,
+            time_limit_sec=settings.time_limit_sec,
+            progress=progress,
+            should_abort=lambda: task.abort_reason,
+        )
     except RenderError as exc:
         error = str(exc)
     except MemoryError:
-        error = (f"ran out of memory: the address-space limit is "
-                 f"{settings.address_space_limit_mb} MB (RLIMIT_AS)")
+        error = (
+            f"ran out of memory: the address-space limit is "
+            f"{settings.address_space_limit_mb} MB (RLIMIT_AS)"
+        )
     finally:
         faulthandler.cancel_dump_traceback_later()
         runtime.tracker.finish()
     if error is not None:
         outcome = store.fail(job_id, token, error)
-        log.error("video %s failed: %s%s", job_id, error,
-                  "" if outcome.ok else f" (record already {outcome.state})")
+        log.error(
+            "video %s failed: %s%s",
+            job_id,
+            error,
+            "" if outcome.ok else f" (record already {outcome.state})",
+        )
         return "failed"
     outcome = store.finish(job_id, token, str(result.path))
     if not outcome.ok:
         # The job was taken from this attempt (recovery, retry): its output is not the result.
         result.path.unlink(missing_ok=True)
-        log.warning("video %s rendered but the record is now %s; output dropped", job_id,
-                    outcome.state)
+        log.warning(
+            "video %s rendered but the record is now %s; output dropped", job_id, outcome.state
+        )
         return "dropped"
-    log.info("video %s done: %s (%d frames in %.2f s)", job_id, result.path, result.frames,
-             result.seconds)
+    log.info(
+        "video %s done: %s (%d frames in %.2f s)",
+        job_id,
+        result.path,
+        result.frames,
+        result.seconds,
+    )
     return "done"
 
 
@@ -115,7 +149,10 @@ def fleet_report(runtime: WorkerRuntime) -> dict[str, int]:
     """Beat's canary: proves Beat, the broker and a worker all work, and logs the fleet."""
     counts = runtime.store.counts()
     depth = int(runtime.store.client.llen(runtime.settings.queue))
-    log.info("fleet: %s; %d message(s) waiting in queue %s",
-             " ".join(f"{state}={count}" for state, count in counts.items()), depth,
-             runtime.settings.queue)
+    log.info(
+        "fleet: %s; %d message(s) waiting in queue %s",
+        " ".join(f"{state}={count}" for state, count in counts.items()),
+        depth,
+        runtime.settings.queue,
+    )
     return {**counts, "queue_depth": depth}

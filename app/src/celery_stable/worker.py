@@ -56,11 +56,14 @@ class WorkerRuntime:
         # watchdog, and a Redis outage must not get a healthy worker killed.
         monitor_store = JobStore(redis_client(self.settings.broker_url, retry_seconds=2))
         self.monitor = Monitor(
-            self.tracker, monitor_store, self.notifier,
+            self.tracker,
+            monitor_store,
+            self.notifier,
             watchdog_usec=self.settings.systemd.watchdog_usec,
             heartbeat_interval_sec=self.settings.heartbeat_interval_sec,
             stats_interval_sec=self.settings.stats_interval_sec,
-            metrics_file=self.settings.metrics_file)
+            metrics_file=self.settings.metrics_file,
+        )
         self.monitor.start()
         self._reap_before_consuming()
 
@@ -69,21 +72,31 @@ class WorkerRuntime:
         cause = DeathCause.from_systemd(SystemdEnv())
         while True:
             try:
-                reap(self.store, self.settings, cause, self.enqueue, host=self.owner.host,
-                     at_startup=True)
+                reap(
+                    self.store,
+                    self.settings,
+                    cause,
+                    self.enqueue,
+                    host=self.owner.host,
+                    at_startup=True,
+                )
                 return
             except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
                 # The monitor keeps extending the start timeout meanwhile.
-                log.warning("waiting for broker (%s) to resolve videos of dead workers: %s",
-                            self.settings.broker_url.split("@")[-1], exc)
+                log.warning(
+                    "waiting for broker (%s) to resolve videos of dead workers: %s",
+                    self.settings.broker_url.split("@")[-1],
+                    exc,
+                )
                 time.sleep(STARTUP_RETRY_SEC)
 
     def on_ready(self) -> None:
         self.tracker.ready = True
         self._watch_stop_signals()
         self.notifier.send("READY=1", f"STATUS={self.tracker.status(self._rss_mb())}")
-        log.info("ready: consuming %s (pid %d)", self.settings.queue,
-                 self.owner.pid if self.owner else 0)
+        log.info(
+            "ready: consuming %s (pid %d)", self.settings.queue, self.owner.pid if self.owner else 0
+        )
 
     def _watch_stop_signals(self) -> None:
         # A stop asked by systemd or an operator must stop the worker, even when a recycle
@@ -91,8 +104,11 @@ class WorkerRuntime:
         for signum in STOP_SIGNALS:
             previous = signal.getsignal(signum)
 
-            def handler(number: int, frame: FrameType | None,
-                        previous: Callable[..., object] | int | None = previous) -> None:
+            def handler(
+                number: int,
+                frame: FrameType | None,
+                previous: Callable[..., object] | int | None = previous,
+            ) -> None:
                 self.stop_requested = True
                 if callable(previous):
                     previous(number, frame)
@@ -105,8 +121,12 @@ class WorkerRuntime:
 
     def check_recycle(self) -> None:
         rss_kb = psutil.Process().memory_info().rss // 1024
-        reason = recycle_reason(self.tracker.tasks_done, self.settings.max_tasks_per_child,
-                                rss_kb, self.settings.max_memory_per_child_kb)
+        reason = recycle_reason(
+            self.tracker.tasks_done,
+            self.settings.max_tasks_per_child,
+            rss_kb,
+            self.settings.max_memory_per_child_kb,
+        )
         if reason is None or self.recycle:
             return
         self.recycle = reason
