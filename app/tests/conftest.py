@@ -219,8 +219,16 @@ class Harness:
         env = {
             key: value
             for key, value in os.environ.items()
+            # PYTHONFAULTHANDLER too: the tracebacks must come from the app's own set-up.
             if not key.startswith(
-                ("CELERY_STABLE_", "NOTIFY_SOCKET", "WATCHDOG_", "SERVICE_RESULT", "EXIT_")
+                (
+                    "CELERY_STABLE_",
+                    "NOTIFY_SOCKET",
+                    "WATCHDOG_",
+                    "SERVICE_RESULT",
+                    "EXIT_",
+                    "PYTHONFAULTHANDLER",
+                )
             )
         }
         env.update(
@@ -231,7 +239,6 @@ class Harness:
                 "CELERY_STABLE_HEARTBEAT_INTERVAL_SEC": "1",
                 "CELERY_STABLE_STATS_INTERVAL_SEC": "60",
                 "NOTIFY_SOCKET": self.notify.path,
-                "PYTHONFAULTHANDLER": "1",
                 "PYTHONUNBUFFERED": "1",
                 "OMP_NUM_THREADS": "1",
                 "MKL_NUM_THREADS": "1",

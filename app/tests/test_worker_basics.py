@@ -99,7 +99,7 @@ def test_stale_and_duplicate_deliveries_are_acked_and_ignored(
 
 def test_retry_from_failed_and_exit_codes(harness: Harness, store: JobStore) -> None:
     harness.ready_worker()
-    job_id = harness.submit(video_spec(0.5, {"kind": "alloc_bomb", "on_attempts": 1}))
+    job_id = harness.submit(video_spec(0.5, {"kind": "alloc_bomb", "mb": 4096, "on_attempts": 1}))
     failed = wait_state(store, job_id, ("failed",), 60)
     assert "ran out of memory: the address-space limit is 1024 MB (RLIMIT_AS)" in failed.error
     assert harness.cli("retry", "unknown").returncode == 4

@@ -77,11 +77,15 @@ def test_gil_releasing_hang_past_the_limit_fails_the_video_and_triggers(
 ) -> None:
     worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_TIME_LIMIT_SEC="2")
     job_id = harness.submit(video_spec(2.0, {"kind": "hang", "at_frame": 1}))
+    wait_state(store, job_id, ("processing",), 30)
+    deadline = time.monotonic() + 2  # at or after the task's own deadline
     record = wait_state(store, job_id, ("failed",), 30)
     assert record.error.startswith("exceeded the hard time limit of 2 s")
     wait_for(lambda: harness.notify.count("WATCHDOG=trigger"), 5, "WATCHDOG=trigger")
     trigger = harness.notify.times("WATCHDOG=trigger")[0]
-    assert all(when < trigger for when in harness.notify.times("WATCHDOG=1"))
+    # Pings stop at the hard limit, before the monitor acts on it.
+    assert all(when < deadline + 0.3 for when in harness.notify.times("WATCHDOG=1"))
+    assert trigger > deadline + 1
     assert worker.wait_exit(30) == -signal.SIGABRT
     log = worker.output()
     assert "Thread 0x" in log
@@ -98,3 +102,17 @@ def test_cooperative_deadline_fails_the_video_cleanly(harness: Harness, store: J
     assert worker.proc.poll() is None  # type: ignore[union-attr]
     assert harness.notify.count("WATCHDOG=trigger") == 0
     assert not list(harness.output_dir.glob(f"*{slow}*"))
+
+
+def test_a_stop_during_a_due_recycle_stops_instead_of_re_executing(
+    harness: Harness, store: JobStore
+) -> None:
+    worker = harness.ready_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="1")
+    job_id = harness.submit(video_spec(2.0, {"kind": "slow", "seconds": 0.05}))
+    wait_state(store, job_id, ("processing",), 30)
+    worker.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    # Warm shutdown: the running video is finished, then the worker exits 0, once.
+    assert worker.wait_exit(30) == 0
+    assert store.get(job_id).state == "done"  # type: ignore[union-attr]
+    assert harness.notify.count("READY=1") == 1
+    assert harness.notify.count("STOPPING=1") == 1

@@ -73,6 +73,9 @@ def create_app(settings: Settings) -> Celery:
         else:
             runtime.check_recycle()
 
+    def on_shutting_down(**_: Any) -> None:
+        runtime.on_stop_requested()
+
     def on_shutdown(**_: Any) -> None:
         runtime.on_shutdown()
 
@@ -80,6 +83,7 @@ def create_app(settings: Settings) -> Celery:
     signals.worker_process_init.connect(on_process_init, weak=False, dispatch_uid=uid)
     signals.worker_ready.connect(on_ready, weak=False, dispatch_uid=uid)
     signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid=uid)
+    signals.worker_shutting_down.connect(on_shutting_down, weak=False, dispatch_uid=uid)
     signals.worker_shutdown.connect(on_shutdown, weak=False, dispatch_uid=uid)
     return app
 

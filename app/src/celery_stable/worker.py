@@ -7,11 +7,8 @@ and driven by Celery's worker signals; nothing here is module-level state.
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import time
-from collections.abc import Callable
-from types import FrameType
 
 import psutil
 from redis import exceptions as redis_errors
@@ -27,7 +24,6 @@ from .settings import Settings, SystemdEnv
 log = logging.getLogger(__name__)
 
 STARTUP_RETRY_SEC = 2.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 class WorkerRuntime:
@@ -92,28 +88,15 @@ class WorkerRuntime:
 
     def on_ready(self) -> None:
         self.tracker.ready = True
-        self._watch_stop_signals()
         self.notifier.send("READY=1", f"STATUS={self.tracker.status(self._rss_mb())}")
         log.info(
             "ready: consuming %s (pid %d)", self.settings.queue, self.owner.pid if self.owner else 0
         )
 
-    def _watch_stop_signals(self) -> None:
-        # A stop asked by systemd or an operator must stop the worker, even when a recycle
-        # was also due: chain Celery's own handlers to remember that one was received.
-        for signum in STOP_SIGNALS:
-            previous = signal.getsignal(signum)
-
-            def handler(
-                number: int,
-                frame: FrameType | None,
-                previous: Callable[..., object] | int | None = previous,
-            ) -> None:
-                self.stop_requested = True
-                if callable(previous):
-                    previous(number, frame)
-
-            signal.signal(signum, handler)
+    def on_stop_requested(self) -> None:
+        # A stop asked by systemd or an operator (SIGTERM, SIGINT, SIGQUIT) must stop the worker
+        # even when a recycle is also due: the re-exec would otherwise swallow it.
+        self.stop_requested = True
 
     def on_render_finished(self) -> None:
         self.tracker.tasks_done += 1
