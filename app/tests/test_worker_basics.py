@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import Harness
+from conftest import Harness, RedisServer
 from helpers import ffprobe, video_spec, wait_for, wait_state
 
 from celery_stable.celery_app import create_app
@@ -141,3 +143,55 @@ def test_broker_down_is_a_clear_message(harness: Harness, store: JobStore) -> No
     assert "cannot reach the broker at redis://127.0.0.1:1/0" in result.stderr
     assert "CELERY_STABLE_BROKER_URL" in result.stderr
     assert store.counts()["queued"] == 0
+
+
+def test_app_config_is_the_guides_under_solo() -> None:
+    settings = Settings.from_env({"CELERY_STABLE_TIME_LIMIT_SEC": "600"})
+    conf = create_app(settings).conf
+    assert (conf.worker_pool, conf.worker_concurrency, conf.worker_prefetch_multiplier) == (
+        "solo",
+        1,
+        1,
+    )
+    assert conf.task_acks_late
+    assert conf.broker_transport_options["visibility_timeout"] == 900
+    assert conf.broker_connection_retry_on_startup
+    assert conf.broker_connection_max_retries is None
+    [entry] = conf.beat_schedule.values()
+    assert entry["task"] == "celery_stable.fleet_report"
+    assert entry["schedule"] == 120
+    assert entry["options"]["expires"] == 120
+
+
+def test_beat_sends_the_fleet_report_canary(harness: Harness, store: JobStore) -> None:
+    worker = harness.ready_worker()
+    harness.submit(video_spec(0.3))
+    env = harness.env(CELERY_STABLE_STATS_INTERVAL_SEC="1")
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "celery_stable.celery_app", "beat",
+         "-s", str(harness.tmp / "celerybeat-schedule"), "--loglevel=WARNING"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "fleet: queued=0 processing=0 done=1 failed=0; 0 message(s) waiting in "
+                 "queue videos" in worker.output(), 30, "a fleet report")  # fmt: skip
+    finally:
+        beat.terminate()
+        beat.wait(10)
+
+
+def test_worker_waits_for_a_late_broker_and_extends_its_start(
+    harness: Harness, tmp_path: Path
+) -> None:
+    late = RedisServer(tmp_path)
+    worker = harness.worker(CELERY_STABLE_BROKER_URL=late.url)
+    wait_for(lambda: "waiting for broker at redis://127.0.0.1:" in worker.output(), 60, "waiting")
+    assert harness.notify.count("READY=1") == 0
+    assert harness.notify.lines("EXTEND_TIMEOUT_USEC=30000000")
+    assert "STATUS=waiting for broker" in harness.notify.lines("STATUS=")
+    late.start()
+    try:
+        wait_for(lambda: harness.notify.count("READY=1") == 1, 60, "READY once Redis is up")
+    finally:
+        worker.stop()
+        late.stop()

@@ -11,6 +11,7 @@ import socket
 import time
 
 import psutil
+from kombu.utils.url import maybe_sanitize_url
 from redis import exceptions as redis_errors
 
 from .jobs import JobStore, Owner, redis_client
@@ -66,10 +67,12 @@ class WorkerRuntime:
     def _reap_before_consuming(self) -> None:
         assert self.owner is not None
         cause = DeathCause.from_systemd(SystemdEnv())
+        # Short client retries, so that the wait for a missing broker is logged every few seconds.
+        store = JobStore(redis_client(self.settings.broker_url, retry_seconds=2))
         while True:
             try:
                 reap(
-                    self.store,
+                    store,
                     self.settings,
                     cause,
                     self.enqueue,
@@ -80,8 +83,9 @@ class WorkerRuntime:
             except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
                 # The monitor keeps extending the start timeout meanwhile.
                 log.warning(
-                    "waiting for broker (%s) to resolve videos of dead workers: %s",
-                    self.settings.broker_url.split("@")[-1],
+                    "waiting for broker at %s (%s): start Redis or fix CELERY_STABLE_BROKER_URL; "
+                    "videos of dead workers are resolved before consuming",
+                    maybe_sanitize_url(self.settings.broker_url),
                     exc,
                 )
                 time.sleep(STARTUP_RETRY_SEC)
