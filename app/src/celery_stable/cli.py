@@ -54,6 +54,7 @@ class Context:
         self.env_file = env_file
         self.command = command
         self._store: JobStore | None = None
+        self._enqueue: Callable[[str, str], None] | None = None
 
     @property
     def safe_url(self) -> str:
@@ -69,18 +70,22 @@ class Context:
     @property
     def store(self) -> JobStore:
         if self._store is None:
+            # An operator is told at once that Redis is down; the hooks wait a little for it.
+            patience = CLI_RETRY_SEC.get(self.command, 0.0)
             try:
-                redis_client(self.settings.broker_url, retry_seconds=0).ping()
+                redis_client(self.settings.broker_url, retry_seconds=patience).ping()
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 raise self.broker_down(exc) from None
-            retry = CLI_RETRY_SEC.get(self.command, 3.0)
+            retry = max(patience, 3.0)
             self._store = JobStore(redis_client(self.settings.broker_url, retry_seconds=retry))
         return self._store
 
     def enqueue(self, job_id: str, token: str) -> None:
-        from .celery_app import create_app  # noqa: PLC0415 (Celery only for commands that send)
+        if self._enqueue is None:
+            from .celery_app import create_app  # noqa: PLC0415 (Celery only when sending)
 
-        create_app(self.settings).enqueue(job_id, token)  # type: ignore[attr-defined]
+            self._enqueue = create_app(self.settings).enqueue  # type: ignore[attr-defined]
+        self._enqueue(job_id, token)
 
 
 def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
