@@ -117,6 +117,7 @@ class Monitor(threading.Thread):
         self._heartbeat = ("", -1, 0.0)  # job, frame, when
         self._enforced: set[str] = set()
         self._next: dict[str, float] = {}
+        self._redis_down = False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -128,8 +129,14 @@ class Monitor(threading.Thread):
         while True:
             try:
                 self.tick(time.monotonic())
+                self._redis_down = False
+            except redis_errors.RedisError as exc:
+                # Once per outage: the render goes on, and so must the watchdog pings.
+                if not self._redis_down:
+                    log.warning("monitor: Redis unreachable, heartbeat and counts skipped: %s", exc)
+                self._redis_down = True
             except Exception:
-                # Redis down or a bad sample must not end the thread that pings the watchdog.
+                # A bad sample must not end the thread that pings the watchdog.
                 log.exception("monitor tick failed")
             if self.stopping.wait(TICK_SEC):
                 return
