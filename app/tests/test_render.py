@@ -64,3 +64,28 @@ def test_missing_ffmpeg_is_a_clear_error(tmp_path: Path) -> None:
             deadline=time.monotonic() + 10,
             time_limit_sec=10,
         )
+
+
+def fake_ffmpeg(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "ffmpeg"
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_ffmpeg_is_bounded_by_the_remaining_time(tmp_path: Path) -> None:
+    spec = validate_spec(video_spec(0.5), allow_fault=False)
+    started = time.monotonic()
+    with pytest.raises(RenderError, match="exceeded the hard time limit of 2 s"):
+        render_video(spec, tmp_path / "out", "x", ffmpeg=fake_ffmpeg(tmp_path, "sleep 60"),
+                     deadline=started + 2, time_limit_sec=2)  # fmt: skip
+    assert time.monotonic() - started < 4
+
+
+def test_ffmpeg_failure_is_reported_with_its_message(tmp_path: Path) -> None:
+    spec = validate_spec(video_spec(0.5), allow_fault=False)
+    ffmpeg = fake_ffmpeg(tmp_path, "echo 'Unknown encoder libx264' >&2; exit 3")
+    with pytest.raises(RenderError, match=r"ffmpeg failed \(exit 3\): Unknown encoder libx264"):
+        render_video(spec, tmp_path / "out", "x", ffmpeg=ffmpeg,
+                     deadline=time.monotonic() + 10, time_limit_sec=10)  # fmt: skip
+    assert list((tmp_path / "out").iterdir()) == []
