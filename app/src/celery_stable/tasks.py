@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from .jobs import FINAL_STATES
@@ -19,9 +22,26 @@ log = logging.getLogger(__name__)
 RENDER_TASK = "celery_stable.render_video"
 FLEET_TASK = "celery_stable.fleet_report"
 
-# If a native call holds the GIL, neither the render loop nor the monitor can act; faulthandler's
-# C thread still can: it prints every thread's stack and exits, so the limit holds without systemd.
 NATIVE_GUARD_EXTRA_SEC = 5.0
+
+
+@contextmanager
+def native_hang_guard(seconds: float) -> Iterator[None]:
+    """Kill the worker ``seconds`` from now, even if a native call holds the GIL meanwhile.
+
+    Neither the render loop nor the monitor can act then. faulthandler's C thread still prints
+    every thread's stack, and the kernel's SIGALRM (default action: terminate) ends the process
+    by a signal, which systemd counts as abnormal, so ``Restart=on-abnormal`` starts a new one;
+    faulthandler's own ``exit=True`` would exit 1, which it does not restart.
+    """
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    faulthandler.dump_traceback_later(seconds, exit=False, file=sys.__stderr__)
+    signal.setitimer(signal.ITIMER_REAL, seconds + 0.5)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _accept(runtime: WorkerRuntime, job_id: str, token: str) -> bool:
@@ -84,10 +104,8 @@ def run_render(runtime: WorkerRuntime, job_id: str, token: str) -> str:
     if spec.fault is not None and not spec.fault.active(record.attempts):
         spec = replace(spec, fault=None)
     task = runtime.tracker.start(job_id, token, settings.time_limit_sec)
-    faulthandler.dump_traceback_later(
-        settings.time_limit_sec + ENFORCE_SLACK_SEC + ABORT_GRACE_SEC + NATIVE_GUARD_EXTRA_SEC,
-        exit=True,
-        file=sys.__stderr__,
+    guard = native_hang_guard(
+        settings.time_limit_sec + ENFORCE_SLACK_SEC + ABORT_GRACE_SEC + NATIVE_GUARD_EXTRA_SEC
     )
     log.info(
         "rendering video %s (attempt %d, %d frames)", job_id, record.attempts, spec.total_frames
@@ -98,16 +116,17 @@ def run_render(runtime: WorkerRuntime, job_id: str, token: str) -> str:
 
     error = None
     try:
-        result = render_video(
-            spec,
-            settings.output_dir,
-            job_id,
-            ffmpeg=settings.ffmpeg,
-            deadline=task.deadline,
-            time_limit_sec=settings.time_limit_sec,
-            progress=progress,
-            should_abort=lambda: task.abort_reason,
-        )
+        with guard:
+            result = render_video(
+                spec,
+                settings.output_dir,
+                job_id,
+                ffmpeg=settings.ffmpeg,
+                deadline=task.deadline,
+                time_limit_sec=settings.time_limit_sec,
+                progress=progress,
+                should_abort=lambda: task.abort_reason,
+            )
     except RenderError as exc:
         error = str(exc)
     except MemoryError:
@@ -116,7 +135,6 @@ def run_render(runtime: WorkerRuntime, job_id: str, token: str) -> str:
             f"{settings.address_space_limit_mb} MB (RLIMIT_AS)"
         )
     finally:
-        faulthandler.cancel_dump_traceback_later()
         runtime.tracker.finish()
     if error is not None:
         outcome = store.fail(job_id, token, error)
