@@ -202,6 +202,8 @@ def _unquote(value: str, where: str) -> str:
 def load_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: name the file with --env-file.") from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read {path}: {exc.strerror}. Run as root or as a member of group celery, "
