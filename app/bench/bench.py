@@ -224,7 +224,7 @@ def measure_crash(bench: Bench, via_hook: bool) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     if not shutil.which("redis-server") or not shutil.which("ffmpeg"):
         print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
