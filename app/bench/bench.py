@@ -56,7 +56,7 @@ SPEC: dict[str, Any] = {
 }  # fmt: skip
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.002) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -166,19 +166,23 @@ def measure_overhead(bench: Bench, runs: int) -> tuple[float, float, float]:
                      deadline=started + 600, time_limit_sec=600)  # fmt: skip
         direct_time = time.monotonic() - started
         time.sleep(0.2)
-        started = time.monotonic()
+        submitted = time.time()
         job_id = bench.submit(SPEC)
-        wait_for(lambda job_id=job_id: bench.done(job_id), 120)
-        worker_time = time.monotonic() - started
+        # Poll gently and time from the worker's own finished_at: a tight polling loop here
+        # would steal one of the two cores from the worker and ffmpeg it measures.
+        wait_for(lambda job_id=job_id: bench.done(job_id), 120, interval=0.05)
         record = bench.store.get(job_id)
         assert record is not None
         assert record.started_at
         assert record.finished_at
+        worker_time = record.finished_at - submitted
         if n >= 0:  # the first round warms both sides up
             direct.append(direct_time)
             worker.append(worker_time)
             inside.append(record.finished_at - record.started_at)
         time.sleep(0.2)
+    paired = statistics.median((w - d) / d for w, d in zip(worker, direct, strict=True))
+    print(f"(paired: median of per-round (worker - direct) / direct = {paired * 100:+.1f} %)")
     return statistics.median(direct), statistics.median(worker), statistics.median(inside)
 
 
