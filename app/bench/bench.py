@@ -212,8 +212,10 @@ def measure_crash(bench: Bench, via_hook: bool) -> float:
         subprocess.run([sys.executable, "-m", "celery_stable", "reap"], env=env,
                        check=True, capture_output=True)  # fmt: skip
     else:
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        bench.workers.append(subprocess.Popen([sys.executable, *WORKER], env=bench.env(), **quiet))
+        bench.workers.append(
+            subprocess.Popen([sys.executable, *WORKER], env=bench.env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )  # fmt: skip
     wait_for(lambda: bench.store.get(job_id).state in ("queued", "done"), 60)  # type: ignore[union-attr]
     resolved = time.monotonic() - died
     if via_hook:

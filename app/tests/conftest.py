@@ -188,6 +188,12 @@ class Worker:
         assert self.proc is not None
         return self.proc.pid
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -260,7 +266,7 @@ class Harness:
         worker = self.worker(**overrides)
         assert worker.proc is not None
         wait_for(
-            lambda: self.notify.count("READY=1") > before or worker.proc.poll() is not None,
+            lambda: self.notify.count("READY=1") > before or worker.exited(),
             30,
             "READY=1",
         )

@@ -31,8 +31,9 @@ def test_record_has_the_contract_fields(store: JobStore) -> None:
         "output",
     }
     assert store.begin(record.id, record.token, me()).ok
-    record = store.get(record.id)
-    assert record is not None
+    began = store.get(record.id)
+    assert began is not None
+    record = began
     assert set(record.to_dict()) == {
         "id",
         "spec",
@@ -79,7 +80,7 @@ def test_requeue_issues_a_new_token_and_counts_stay_consistent(store: JobStore) 
     store.begin(second.id, second.token, me())
     store.fail(second.id, second.token, "bad")
     assert store.counts() == {"queued": 1, "processing": 0, "done": 0, "failed": 1}
-    assert [r.id for r in store.list()] == [second.id, first.id]
-    assert [r.id for r in store.list(state="failed")] == [second.id]
+    assert [r.id for r in store.recent()] == [second.id, first.id]
+    assert [r.id for r in store.recent(state="failed")] == [second.id]
     assert store.delete(second.id)
     assert store.counts()["failed"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from functools import partial
 
 from conftest import Harness, Worker
 from helpers import video_spec, wait_for, wait_state
@@ -64,13 +65,16 @@ def test_poison_video_fails_after_max_crashes_while_the_others_render(
     def resolved() -> bool:
         return store.get(poison).state == "failed"  # type: ignore[union-attr]
 
-    workers = []
+    def crashed_or_resolved(worker: Worker) -> bool:
+        return worker.exited() or resolved()
+
+    workers: list[Worker] = []
     while not resolved():
         assert len(workers) < 3, "the poison video should be failed by the third worker"
         worker = harness.ready_worker()
         workers.append(worker)
-        wait_for(lambda w=worker: w.proc.poll() is not None or resolved(), 60, "a crash")
-        if worker.proc.poll() is not None:  # type: ignore[union-attr]
+        wait_for(partial(crashed_or_resolved, worker), 60, "a crash")
+        if worker.exited():
             crashed(worker)
     record = store.get(poison)
     assert record is not None
@@ -80,4 +84,4 @@ def test_poison_video_fails_after_max_crashes_while_the_others_render(
     for job_id in good:
         assert wait_state(store, job_id, ("done",), 60).attempts == 1
     assert len(workers) == 3
-    assert workers[-1].proc.poll() is None  # type: ignore[union-attr]
+    assert workers[-1].running()

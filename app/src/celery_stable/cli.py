@@ -137,7 +137,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    records = ctx.store.list(state=args.state, limit=args.limit)
+    records = ctx.store.recent(state=args.state, limit=args.limit)
     if args.json:
         print(json.dumps([record.to_dict() for record in records], indent=2, sort_keys=True))
         return EXIT_OK

@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis import exceptions as redis_errors
@@ -216,12 +216,13 @@ class JobStore:
         )
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = self.client.hgetall(self._key(job_id))
+        # decode_responses=True: redis-py's bytes-or-str typing does not know it.
+        raw = cast("dict[str, str]", self.client.hgetall(self._key(job_id)))
         return JobRecord.from_hash(raw) if raw else None
 
-    def list(self, state: str | None = None, limit: int = 50) -> list[JobRecord]:
+    def recent(self, state: str | None = None, limit: int = 50) -> list[JobRecord]:
         records: list[JobRecord] = []
-        for job_id in self.client.zrevrange(self._index, 0, -1):
+        for job_id in cast("list[str]", self.client.zrevrange(self._index, 0, -1)):
             record = self.get(job_id)
             if record and (state is None or record.state == state):
                 records.append(record)
@@ -230,7 +231,7 @@ class JobStore:
         return records
 
     def ids_in(self, state: str) -> list[str]:
-        return sorted(self.client.smembers(self._states + state))
+        return sorted(cast("set[str]", self.client.smembers(self._states + state)))
 
     def counts(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)

@@ -12,7 +12,6 @@ import faulthandler
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from redis import exceptions as redis_errors
 
 from . import stats
 from .jobs import JobStore
+from .native_init import STDERR_FD
 from .render import time_limit_reason
 from .sdnotify import Notifier
 
@@ -206,7 +206,7 @@ class Monitor(threading.Thread):
         try:
             self.store.fail(task.job_id, task.token, f"{reason}; the worker was stopped (watchdog)")
         finally:
-            faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+            faulthandler.dump_traceback(file=STDERR_FD, all_threads=True)
             self.notifier.send(f"STATUS=killing: {task.job_id} {reason}", "WATCHDOG=trigger")
         deadline = time.monotonic() + ABORT_GRACE_SEC
         while time.monotonic() < deadline:

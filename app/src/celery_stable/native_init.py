@@ -10,12 +10,12 @@ import faulthandler
 import logging
 import os
 import resource
-import sys
 
 import cv2
 
 log = logging.getLogger(__name__)
 
+STDERR_FD = 2
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -39,9 +39,9 @@ def init_worker_process(address_space_limit_mb: int) -> None:
     # them here still covers what this process starts later (ffmpeg) and any late import.
     for name in THREAD_VARIABLES:
         os.environ[name] = "1"
-    # Celery replaces sys.stderr with a logging proxy that has no file descriptor; the real
-    # stderr is the journal, where a SIGSEGV/SIGABRT traceback must land.
-    faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    # Celery replaces sys.stderr with a logging proxy that has no file descriptor; fd 2 is the
+    # journal, where a SIGSEGV/SIGABRT traceback must land.
+    faulthandler.enable(file=STDERR_FD, all_threads=True)
     log.info("Worker process initialized avec optimisations anti-crash")
     cv2.setNumThreads(1)
     log.info("OpenCV configuré en single-thread")

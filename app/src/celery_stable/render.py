@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -119,7 +120,7 @@ def ffmpeg_command(ffmpeg: str, spec: VideoSpec, output: Path) -> list[str]:
     ]
 
 
-def _ffmpeg_error(log: tempfile._TemporaryFileWrapper[bytes], code: int | None) -> str:
+def _ffmpeg_error(log: IO[bytes], code: int | None) -> str:
     log.seek(0)
     lines = log.read().decode(errors="replace").strip().splitlines()
     return f"ffmpeg failed (exit {code}): {lines[-1] if lines else 'no message'}"

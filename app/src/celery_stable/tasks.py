@@ -5,13 +5,13 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
 from .jobs import FINAL_STATES
 from .monitor import ABORT_GRACE_SEC, ENFORCE_SLACK_SEC
+from .native_init import STDERR_FD
 from .reaper import DeathCause, owner_gone, resolve
 from .render import RenderError, render_video
 from .spec import SpecError, validate_spec
@@ -35,7 +35,7 @@ def native_hang_guard(seconds: float) -> Iterator[None]:
     faulthandler's own ``exit=True`` would exit 1, which it does not restart.
     """
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    faulthandler.dump_traceback_later(seconds, exit=False, file=sys.__stderr__)
+    faulthandler.dump_traceback_later(seconds, exit=False, file=STDERR_FD)
     signal.setitimer(signal.ITIMER_REAL, seconds + 0.5)
     try:
         yield
