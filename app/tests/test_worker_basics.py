@@ -195,3 +195,16 @@ def test_worker_waits_for_a_late_broker_and_extends_its_start(
     finally:
         worker.stop()
         late.stop()
+
+
+def test_an_unexpected_error_fails_the_video_with_the_reason(
+    harness: Harness, store: JobStore
+) -> None:
+    """A bug in the render code must not leave the video parked in processing or queued."""
+    worker = harness.ready_worker()
+    job_id = harness.submit(video_spec(1.0, {"kind": "raise", "at_frame": 2}))
+    record = wait_state(store, job_id, ("failed",), 30)
+    assert record.error == "internal error: RuntimeError: fault hook: unexpected error at frame 2"
+    # The worker carries on with the next video.
+    assert wait_state(store, harness.submit(video_spec(0.5)), ("done",), 30).attempts == 1
+    assert worker.running()

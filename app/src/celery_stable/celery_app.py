@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -11,6 +12,11 @@ from celery import Celery, signals
 from .settings import ConfigError, Settings
 from .tasks import FLEET_TASK, RENDER_TASK, fleet_report, run_render
 from .worker import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+# EX_SOFTWARE: an internal error, not a crash (Restart=on-abnormal leaves it for the alert).
+EX_INIT_FAILED = 70
 
 SEND_RETRY_POLICY = {"max_retries": 5, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
 
@@ -62,7 +68,15 @@ def create_app(settings: Settings) -> Celery:
         return fleet_report(runtime)
 
     def on_process_init(**_: Any) -> None:
-        runtime.on_process_init()
+        # Celery logs a receiver's exception and carries on: a worker whose init failed would
+        # then consume videos without its limits. Stop instead, with a non-signal exit code,
+        # so systemd marks the unit failed and alerts rather than restarting it in a loop.
+        try:
+            runtime.on_process_init()
+        except Exception:
+            log.critical("worker init failed; stopping before consuming", exc_info=True)
+            logging.shutdown()
+            os._exit(EX_INIT_FAILED)
 
     def on_ready(**_: Any) -> None:
         runtime.on_ready()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 MIB = 1024 * 1024
 
-KINDS = ("segfault", "hang_gil", "hang", "slow", "leak", "alloc_bomb")
+KINDS = ("segfault", "hang_gil", "hang", "slow", "leak", "alloc_bomb", "raise")
 
 # Memory a `leak` fault keeps alive across tasks, as a real leak would, so RSS recycling fires.
 _retained: list[bytearray] = []
@@ -101,5 +101,8 @@ class Fault:
             time.sleep(self.seconds)
         elif self.kind == "leak":
             leak(self.mb)
+        elif self.kind == "raise":
+            # A bug in the render code: an exception nobody planned for.
+            raise RuntimeError(f"fault hook: unexpected error at frame {frame}")
         elif self.kind == "alloc_bomb":
             alloc_bomb(self.mb)

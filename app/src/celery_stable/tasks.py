@@ -90,6 +90,26 @@ def _accept(runtime: WorkerRuntime, job_id: str, token: str) -> bool:
 
 
 def run_render(runtime: WorkerRuntime, job_id: str, token: str) -> str:
+    """One attempt; whatever goes wrong in Python, the video ends failed with the reason.
+
+    An exception escaping the task would be acked by Celery and leave the record "processing"
+    (or "queued") until recovery: a video silently parked. So anything unexpected fails the
+    attempt here, with the exception as the reason an operator reads in `celery-stable status`.
+    """
+    try:
+        return _render_attempt(runtime, job_id, token)
+    except Exception as exc:
+        log.exception("video %s: unexpected error", job_id)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        try:
+            outcome = runtime.store.fail(job_id, token, reason)
+        except Exception:
+            log.exception("video %s: could not record the failure; recovery will", job_id)
+            raise exc from None
+        return "failed" if outcome.ok else "ignored"
+
+
+def _render_attempt(runtime: WorkerRuntime, job_id: str, token: str) -> str:
     if not _accept(runtime, job_id, token):
         return "ignored"
     settings, store = runtime.settings, runtime.store
