@@ -60,3 +60,25 @@ def test_a_short_redis_restart_mid_render_loses_no_result(
     redis_server.start()
     record = wait_state(store, job_id, ("done",), 60)
     assert record.attempts == 1
+
+
+def test_recovery_resends_a_queued_video_whose_message_is_gone(
+    harness: Harness, store: JobStore
+) -> None:
+    """A record queued with no message anywhere in the broker would never run: resend it."""
+    # Recorded but never enqueued (as after a broker that lost its data, or a bug).
+    lost = store.create(video_spec(0.5))
+    # Enqueued while no worker runs: its message waits in the queue and must not be doubled.
+    waiting = harness.submit(video_spec(0.5))
+    old = time.time() - 60
+    for job_id in (lost.id, waiting):
+        store.client.hset(store._key(job_id), mapping={"queued_at": old, "created_at": old})
+    result = harness.cli("recover", "--stuck-after", "30")
+    assert result.returncode == 0, result.stderr
+    assert f"{lost.id}: resent (its message was missing from the broker" in result.stdout
+    assert waiting not in result.stdout
+    harness.ready_worker()
+    for job_id in (lost.id, waiting):
+        assert wait_state(store, job_id, ("done",), 30).attempts == 1
+    # Nothing left to resend, and each video ran once.
+    assert "no stuck video" in harness.cli("recover", "--stuck-after", "30").stdout

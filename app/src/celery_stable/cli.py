@@ -176,11 +176,14 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_recover(ctx: Context, args: argparse.Namespace) -> int:
     stuck_after = args.stuck_after or ctx.settings.stuck_after_sec
-    changes = recover(ctx.store, stuck_after)
+    changes = recover(ctx.store, stuck_after, enqueue=ctx.enqueue, queue=ctx.settings.queue)
     for change in changes:
         print(change)
     if not changes:
-        print(f"no stuck video (no progress for more than {stuck_after:g} s)")
+        print(
+            f"no stuck video (no progress for more than {stuck_after:g} s) "
+            "and no queued video without its message"
+        )
     return EXIT_OK
 
 
