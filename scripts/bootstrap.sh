@@ -8,8 +8,13 @@ cd "$top"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
-packages=(docker.io redis-server ffmpeg debootstrap qemu-user-static binfmt-support patchelf
-          python3-venv ca-certificates)
+# A control node that only deploys to an inventory of yours needs Python and tar; the tests and
+# the local demo also need Docker, Redis, ffmpeg and the image tools.
+# CELERY_STABLE_BOOTSTRAP=control skips the second list.
+packages=(python3-venv ca-certificates tar)
+if [[ "${CELERY_STABLE_BOOTSTRAP:-full}" != control ]]; then
+  packages+=(docker.io redis-server ffmpeg debootstrap qemu-user-static binfmt-support patchelf)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,7 +26,7 @@ if ((${#missing[@]})); then
 fi
 
 # No init system on build machines: start dockerd ourselves when nothing answers.
-if ! docker info >/dev/null 2>&1; then
+if [[ "${CELERY_STABLE_BOOTSTRAP:-full}" != control ]] && ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   (dockerd >/var/log/dockerd.log 2>&1 &)
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
@@ -29,10 +34,10 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # ARM64 test hosts run under qemu-user; the kernel needs the binfmt handler registered.
-if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+if [[ "${CELERY_STABLE_BOOTSTRAP:-full}" != control && ! -e /proc/sys/fs/binfmt_misc/register ]]; then
   mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
 fi
-if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+if [[ "${CELERY_STABLE_BOOTSTRAP:-full}" != control && ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
   update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || log "could not register qemu-aarch64 (ARM64 scenarios will fail)"
 fi
 
@@ -52,4 +57,4 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   fi
   echo "$want" > "$stamp"
 fi
-log "ready: $(.venv/bin/ansible --version | head -1), $(docker version --format 'docker {{.Server.Version}}')"
+log "ready: $(.venv/bin/ansible --version | head -1)"
