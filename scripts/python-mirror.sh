@@ -290,19 +290,33 @@ check() {
   local -a images=("$@")
   ((${#images[@]})) || images=(celery-stable/bookworm-systemd:amd64 celery-stable/trixie-systemd:amd64)
   [[ $url_base == file://* ]] || die "check needs a file:// PYTHON_MIRROR_URL"
-  local uv=${UV:-$(command -v uv || echo /opt/csdev/bin/uv)}
-  [[ -x $uv ]] || die "no uv binary to mount (set UV=)"
+  # uv comes from PyPI inside the container, as on a real host (UV_VERSION, default the pin of
+  # requirements-dev.txt). UV=/path/to/uv mounts that binary instead (faster, no apt, no PyPI).
+  local uv_version=${UV_VERSION:-$(sed -n 's/^uv==\([^ ;#]*\).*/\1/p' "$top/requirements-dev.txt" 2>/dev/null | head -1)}
+  local -a uv_mount=()
+  if [[ -n ${UV:-} ]]; then
+    [[ -x $UV ]] || die "UV=$UV is not an executable"
+    uv_mount=(-v "$UV:/usr/local/bin/uv:ro")
+  fi
   local image name rc=0
   for image in "${images[@]}"; do
     name=celery-stable-pymirror-check-$$
     log "check in $image"
     # No systemd needed for this: run the steps as the container's command.
     if ! docker run --rm --name "$name" --network host \
-      -v "$out:${url_base#file://}:ro" -v "$uv:/usr/local/bin/uv:ro" \
+      -v "$out:${url_base#file://}:ro" "${uv_mount[@]}" \
       -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
       -e UV_PYTHON_DOWNLOADS_JSON_URL="$url_base/downloads.json" -e PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+      -e UV_VERSION="$uv_version" \
       --entrypoint /bin/bash "$image" -euc '
         . /etc/os-release; echo "== $PRETTY_NAME $(uname -m)"
+        if ! command -v uv >/dev/null; then
+          # minbase images lack ensurepip (python3-venv)
+          python3 -c "import ensurepip" 2>/dev/null || {
+            apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3-venv >/dev/null; }
+          python3 -m venv /tmp/uv && /tmp/uv/bin/pip install --disable-pip-version-check -q "uv==$UV_VERSION"
+          ln -s /tmp/uv/bin/uv /usr/local/bin/uv
+        fi
         uv --version
         time uv python install 3.12 --install-dir /opt/x
         export PATH=/root/.local/bin:$PATH UV_PYTHON_INSTALL_DIR=/opt/x
@@ -320,8 +334,9 @@ check() {
         # a venv made through the ~/.local/bin symlink breaks on upstream CPython (uv#8821).
         py=$(uv python find --managed-python 3.12); echo "venv from $py"
         "$py" -m venv /tmp/venv
-        /tmp/venv/bin/pip install --disable-pip-version-check -q six==1.17.0
-        /tmp/venv/bin/python -c "import six, sys; print(\"pip over HTTPS ok: six\", six.__version__, \"on\", sys.version)"
+        # A binary wheel over HTTPS: ssl with the bundled OpenSSL, and the manylinux tag check.
+        /tmp/venv/bin/pip install --disable-pip-version-check -q psutil
+        /tmp/venv/bin/python -c "import psutil, sys; print(\"pip over HTTPS ok: psutil\", psutil.__version__, \"on\", sys.version)"
       '; then
       log "FAILED in $image"; rc=1
     fi
