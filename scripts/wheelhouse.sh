@@ -18,6 +18,8 @@
 #
 # Wheels only (--only-binary=:all:): a host never compiles. A requirement without a wheel for a
 # target fails here, naming it, rather than on the host. Wheels no longer needed are removed.
+# No pip/setuptools/wheel: the role installs the app with uv (UV_FIND_LINKS) and uv itself with the
+# venv's bundled pip, and every requirement is a wheel, so nothing here would ever use them.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${WHEELHOUSE_DIR:-$top/.cache/wheelhouse}
@@ -60,7 +62,15 @@ inputs=$({
   sha256sum "$reqs" "$0" | cut -d' ' -f1
   echo "$pythons|$arches|$glibc|$uv_version"
 } | sha256sum | cut -d' ' -f1)
-if ((force == 0)) && [[ -f $stamp && $(cat "$stamp") == "$inputs" ]]; then
+manifest="$out/.manifest"
+# Up to date: same inputs, and every wheel the last run kept is still there (someone may have
+# pruned the directory by hand).
+complete() {
+  [[ -f $manifest ]] || return 1
+  local w
+  while IFS= read -r w; do [[ -f $out/$w ]] || { log "missing $w"; return 1; }; done <"$manifest"
+}
+if ((force == 0)) && [[ -f $stamp && $(cat "$stamp") == "$inputs" ]] && complete; then
   log "up to date: $out ($(find "$out" -name '*.whl' | wc -l) wheels, $(du -sh "$out" | cut -f1))"
 else
   start=$SECONDS
@@ -91,6 +101,7 @@ else
   find "$out" -maxdepth 1 -name '*.whl' | while IFS= read -r f; do
     grep -qxF "$(basename "$f")" "$keep" || { log "removing stale $(basename "$f")"; rm -f "$f"; }
   done
+  sort -u "$keep" >"$manifest"
   echo "$inputs" >"$stamp"
   log "done in $((SECONDS - start))s: $(find "$out" -name '*.whl' | wc -l) wheels, $(du -sh "$out" | cut -f1)"
 fi
