@@ -8,6 +8,8 @@
 #   scripts/images.sh trixie amd64       # any Debian suite and architecture
 #   scripts/images.sh bookworm arm64     # foreign architectures run under qemu-user (binfmt)
 #   scripts/images.sh --rebuild SUITE ARCH   # build again even if the image is current
+#   scripts/images.sh --probe SUITE ARCH     # boot it; report boot state, then what each systemd
+#                                            # sandboxing directive and RLIMIT_AS really do there
 #
 # Prints the image name on stdout: celery-stable/SUITE-systemd:ARCH. Measured on this project's
 # build machine (2 cores): bookworm amd64 ~1 min, trixie amd64 ~1 min, bookworm arm64 ~3-4 min
@@ -21,8 +23,9 @@
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-rebuild=0
+rebuild=0 probe=0
 if [[ ${1:-} == --rebuild ]]; then rebuild=1; shift; fi
+if [[ ${1:-} == --probe ]]; then probe=1; shift; fi
 
 log() { echo "[images] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -120,8 +123,113 @@ build() {
   echo "$image"
 }
 
-(($# <= 2)) || die "usage: $0 [--rebuild] [SUITE [ARCH]]"
+
+# --probe: facts about a platform, measured rather than assumed (emulated arm64 differs from a
+# real host: see docs/test-infrastructure.md). Each directive runs alone in a transient service
+# whose command reports what the kernel really applied to it, then all of the role's together.
+probe() { # IMAGE
+  local image=$1 name=celery-stable-infra-probe-$$
+  # shellcheck disable=SC2064
+  trap "docker rm -f $name >/dev/null 2>&1 || true" EXIT
+  docker run -d --name "$name" --cap-add SYS_ADMIN --security-opt seccomp=unconfined \
+    --security-opt apparmor=unconfined --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+    --tmpfs /run --tmpfs /run/lock --stop-signal SIGRTMIN+3 --network none "$image" >/dev/null
+  local t=$SECONDS state
+  # systemctl answers only once PID 1 listens on its bus ("Failed to connect to bus" before).
+  state=
+  while [[ -z $state ]] && ((SECONDS - t < 300)); do
+    state=$(docker exec "$name" timeout 300 systemctl is-system-running --wait 2>/dev/null || true)
+    [[ -n $state ]] || sleep 1
+  done
+  echo "== $image: uname -m = $(docker exec "$name" uname -m); systemctl is-system-running = $state ($((SECONDS - t))s)"
+  echo "== systemctl --failed:"
+  docker exec "$name" systemctl --failed --no-legend --plain | sed 's/^/   /'
+  docker exec -i "$name" tee /usr/local/lib/probe.py >/dev/null <<'EOF'
+import mmap, os, socket
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return line.split(":", 1)[1].strip()
+def ns(kind):
+    try:
+        return "own" if os.readlink(f"/proc/self/ns/{kind}") != os.readlink(f"/proc/1/ns/{kind}") else "host"
+    except OSError:
+        return "?"
+out = {"seccomp": status("Seccomp"), "nnp": status("NoNewPrivs"), "mntns": ns("mnt"), "utsns": ns("uts"),
+       "capbnd": status("CapBnd")[-8:]}
+out["AS"] = next(l.split()[3] for l in open("/proc/self/limits") if l.startswith("Max address space"))
+try:
+    open("/usr/.probe", "w").close(); os.unlink("/usr/.probe"); out["/usr"] = "rw"
+except OSError as e:
+    out["/usr"] = "ro" if e.errno == 30 else f"errno{e.errno}"
+out["/tmp"] = "shared" if os.path.exists("/tmp/.probe-marker") else "private"
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close(); out["AF_NETLINK"] = "allowed"
+except OSError as e:
+    out["AF_NETLINK"] = f"denied({e.errno})"
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC).close(); out["W+X mmap"] = "allowed"
+except OSError as e:
+    out["W+X mmap"] = f"denied({e.errno})"
+print(" ".join(f"{k}={v}" for k, v in out.items()))
+EOF
+  docker exec -i "$name" bash -s <<'EOF'
+touch /tmp/.probe-marker
+run() { # LABEL [-p DIRECTIVE]...
+  local label=$1 out rc; shift
+  out=$(timeout 120 systemd-run --quiet --wait --pipe --collect "$@" /usr/bin/python3 /usr/local/lib/probe.py 2>&1)
+  rc=$?
+  if ((rc == 0)); then printf '%-48s starts  %s\n' "$label" "$out"
+  else
+    printf '%-48s FAILS   rc=%s\n' "$label" "$rc"
+    journalctl -q --no-pager -o cat -n 30 | grep -E 'Failed (at step|to set up)' | tail -1 | sed 's/^/      /'
+  fi
+}
+echo "== each directive alone (seccomp=2: a filter is loaded; 0: none)"
+run "(no directive)"
+all=() nouser=()
+for d in NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes PrivateDevices=yes \
+  PrivateUsers=yes ProtectHostname=yes ProtectClock=yes ProtectKernelTunables=yes ProtectKernelModules=yes \
+  ProtectKernelLogs=yes ProtectControlGroups=yes ProtectProc=invisible \
+  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" RestrictNamespaces=yes RestrictRealtime=yes \
+  RestrictSUIDSGID=yes LockPersonality=yes MemoryDenyWriteExecute=yes RemoveIPC=yes CapabilityBoundingSet= \
+  SystemCallArchitectures=native SystemCallFilter=@system-service UMask=0027; do
+  run "$d" -p "$d"; all+=(-p "$d")
+  [[ $d == PrivateUsers=yes ]] || nouser+=(-p "$d")
+done
+run "LimitAS=1G" -p LimitAS=1G
+run "all of the above together" "${all[@]}"
+run "all together but PrivateUsers" "${nouser[@]}"
+echo "== why seccomp-based directives show seccomp=0 (systemd's debug log):"
+systemd-analyze set-log-level debug
+systemd-run --quiet --wait -p SystemCallFilter=@system-service -p MemoryDenyWriteExecute=yes /bin/true
+systemd-analyze set-log-level info
+journalctl -q --no-pager -o cat -n 300 | grep -iE 'SECCOMP features not detected|seccomp' | sort -u | tail -3 | sed 's/^/   /'
+[ -n "$(journalctl -q --no-pager -o cat -n 300 | grep -i 'SECCOMP features not detected')" ] || echo "   (none: seccomp is available here)"
+echo "== RLIMIT_AS set by the process itself (what the app does), then 3 GiB allocated:"
+python3 -c '
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+print("   setrlimit(1 GiB) returned; getrlimit =", resource.getrlimit(resource.RLIMIT_AS))
+try:
+    b = bytearray(3 * 2**30); print("   3 GiB allocated: the limit is NOT enforced")
+except MemoryError:
+    print("   MemoryError: the limit is enforced")
+'
+echo "== MemoryMax=200M, 400 MiB allocated:"
+systemd-run --wait -p MemoryMax=200M /usr/bin/python3 -c 'b = bytearray(400 * 2**20); print("not killed")' 2>&1 |
+  grep -E 'Finished|terminated|not killed' | sed 's/^/   /'
+EOF
+}
+
+(($# <= 2)) || die "usage: $0 [--rebuild | --probe] [SUITE [ARCH]]"
 # Molecule's dependency step runs this for each scenario, maybe at the same time.
 exec 9>"${TMPDIR:-/tmp}/celery-stable-images.lock"
 flock 9
-build "${1:-bookworm}" "${2:-amd64}"
+image=$(build "${1:-bookworm}" "${2:-amd64}")
+if ((probe)); then
+  flock -u 9
+  probe "$image"
+else
+  echo "$image"
+fi
