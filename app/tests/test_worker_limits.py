@@ -36,6 +36,27 @@ def test_recycles_after_n_tasks_in_place_with_the_queue_intact(
     assert harness.notify.count("STOPPING=1") == 0
 
 
+def test_recycle_widens_the_watchdog_for_the_re_exec_and_restores_it_at_ready(
+    harness: Harness, store: JobStore
+) -> None:
+    # systemd's watchdog keeps running across execv: with a WatchdogSec shorter than the new
+    # image's start-up (the fault matrix saw WatchdogSec=5 kill a recycling worker), the
+    # worker must widen it before re-executing and set it back once READY again.
+    worker = harness.ready_worker(WATCHDOG_USEC="1000000", CELERY_STABLE_MAX_TASKS_PER_CHILD="1")
+    job_id = harness.submit(video_spec(0.3))
+    wait_state(store, job_id, ("done",), 60)
+    wait_for(lambda: harness.notify.count("READY=1") == 2, 30, "READY after the re-exec")
+    assert worker.running()
+    lines = [line for _, line in list(harness.notify.messages)]
+    widened = lines.index("WATCHDOG_USEC=90000000")
+    ready_again = [n for n, line in enumerate(lines) if line == "READY=1"][1]
+    assert lines[widened - 1] == "WATCHDOG=1"  # a fresh ping, then the wider timeout
+    assert widened < ready_again
+    # The unit's value is restored with the READY of the new image, before any later ping.
+    assert "WATCHDOG_USEC=1000000" in lines[ready_again : ready_again + 3]
+    assert all(not line.startswith("WATCHDOG_USEC=") for line in lines[ready_again + 3 :])
+
+
 def test_recycles_when_rss_reaches_the_limit(harness: Harness, store: JobStore) -> None:
     worker = harness.ready_worker(CELERY_STABLE_MAX_MEMORY_PER_CHILD_KB="250000")
     leak = harness.submit(video_spec(0.3, {"kind": "leak", "mb": 200}))

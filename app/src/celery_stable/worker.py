@@ -25,6 +25,11 @@ from .settings import Settings, SystemdEnv
 log = logging.getLogger(__name__)
 
 STARTUP_RETRY_SEC = 2.0
+# A re-exec starts Python, Celery and OpenCV again (seconds) while systemd's watchdog keeps
+# running: a WatchdogSec shorter than that start-up would kill the recycling worker (an abnormal
+# exit that spends StartLimitBurst). The watchdog is widened to this for the start-up and set
+# back to the unit's value at READY.
+REEXEC_WATCHDOG_SEC = 90
 
 
 class WorkerRuntime:
@@ -92,7 +97,12 @@ class WorkerRuntime:
 
     def on_ready(self) -> None:
         self.tracker.ready = True
-        self.notifier.send("READY=1", f"STATUS={self.tracker.status(self._rss_mb())}")
+        lines = ["READY=1", f"STATUS={self.tracker.status(self._rss_mb())}"]
+        watchdog_usec = self.settings.systemd.watchdog_usec
+        if watchdog_usec:
+            # Back to the unit's WatchdogSec after a re-exec widened it (a no-op otherwise).
+            lines.append(f"WATCHDOG_USEC={watchdog_usec}")
+        self.notifier.send(*lines)
         log.info(
             "ready: consuming %s (pid %d)", self.settings.queue, self.owner.pid if self.owner else 0
         )
@@ -126,6 +136,10 @@ class WorkerRuntime:
         if self.monitor is not None:
             self.monitor.stop()
         if self.recycle and not self.stop_requested:
+            watchdog_usec = self.settings.systemd.watchdog_usec
+            if watchdog_usec:
+                widened = max(watchdog_usec, REEXEC_WATCHDOG_SEC * 1_000_000)
+                self.notifier.send("WATCHDOG=1", f"WATCHDOG_USEC={widened}")
             reexec()
         self.notifier.send("STOPPING=1", "STATUS=stopping")
 
