@@ -12,7 +12,7 @@ import psutil
 from helpers import video_spec
 
 from celery_stable.jobs import JobStore, Owner
-from celery_stable.reaper import DeathCause, reap
+from celery_stable.reaper import DeathCause, reap, resolve
 from celery_stable.recovery import recover
 from celery_stable.settings import Settings, SystemdEnv
 
@@ -69,7 +69,17 @@ def test_watchdog_and_oom_fail_at_once(store: JobStore) -> None:
         lambda *a: None,
         host=HOST,
     )
-    assert "hung past the hard time limit of 900 s / watchdog" in store.get(hung).error  # type: ignore[union-attr]
+    # Killed at once, well before the 900 s limit: the reason must not claim the limit passed.
+    error = store.get(hung).error  # type: ignore[union-attr]
+    assert "stopped answering the watchdog 0 s into the render" in error
+    assert "killed by the systemd watchdog before the hard limit of 900 s" in error
+    assert "hung past" not in error
+    late = store.get(processing(store, dead_owner()))
+    assert late is not None
+    cause = DeathCause.from_systemd(SystemdEnv(service_result="watchdog"))
+    resolution = resolve(store, late, cause, settings, lambda *a: None, now=time.time() + 901)
+    assert resolution is not None
+    assert "hung past the hard time limit of 900 s / watchdog" in resolution.reason
     oom = processing(store, dead_owner())
     reap(
         store,

@@ -91,10 +91,18 @@ def resolve(
     limit = settings.time_limit_sec
     elapsed = now - (record.started_at or now)
     crashes = record.crashes
-    if cause.kind == "watchdog" or elapsed >= limit:
+    if elapsed >= limit:
         reason = (
             f"hung past the hard time limit of {limit} s / watchdog "
             f"(killed by {cause.detail}); {retry_hint(record.id)}"
+        )
+    elif cause.kind == "watchdog":
+        # Killed before the hard limit: the worker stopped pinging, which a healthy monitor
+        # thread only does when the main thread holds the GIL (a native call that hangs).
+        reason = (
+            f"stopped answering the watchdog {elapsed:.0f} s into the render (stuck in "
+            f"native code holding the GIL?), killed by the {cause.detail} before the hard "
+            f"limit of {limit} s; {retry_hint(record.id)}"
         )
     elif cause.kind == "oom":
         reason = f"killed by the {cause.detail} (memory limit of the unit); {retry_hint(record.id)}"
