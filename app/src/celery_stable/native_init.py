@@ -23,15 +23,20 @@ def _human_mb(megabytes: int) -> str:
     return f"{megabytes // 1024}GB" if megabytes % 1024 == 0 else f"{megabytes}MB"
 
 
-def limit_address_space(megabytes: int) -> int:
-    """Set RLIMIT_AS (ffmpeg children inherit it); returns the soft limit now in force."""
+def limit_address_space(megabytes: int) -> int | None:
+    """Set RLIMIT_AS (ffmpeg children inherit it); the soft limit now in force, read back.
+
+    None when the kernel (or an emulator: qemu-user accepts setrlimit(RLIMIT_AS) and applies
+    nothing) does not keep it; the caller says so rather than claim a limit that is not there.
+    """
     wanted = megabytes * 1024 * 1024
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     # An unprivileged process cannot raise its hard limit; a lower one set by systemd wins.
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
-    return wanted
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def init_worker_process(address_space_limit_mb: int) -> None:
@@ -46,4 +51,11 @@ def init_worker_process(address_space_limit_mb: int) -> None:
     cv2.setNumThreads(1)
     log.info("OpenCV configuré en single-thread")
     limit = limit_address_space(address_space_limit_mb)
+    if limit is None:
+        log.warning(
+            "RLIMIT_AS of %s was not kept by this platform (qemu-user emulation ignores it): "
+            "only the unit's MemoryMax bounds this worker's memory",
+            _human_mb(address_space_limit_mb),
+        )
+        return
     log.info("Limite mémoire processus configurée (%s)", _human_mb(limit // (1024 * 1024)))
