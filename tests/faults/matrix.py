@@ -590,7 +590,8 @@ class Matrix:
         out.expect(props["ActiveState"] == "failed", f"unit {props['ActiveState']}, not failed")
         if refused is not None:
             out.happened.append(
-                f"11th start refused ({props['Result']}), unit {props['ActiveState']}"
+                f"11th start refused ('Start request repeated too quickly'), unit "
+                f"{props['ActiveState']}"
             )
         alert = self.host.journal(since, "-t", "celery-alert")
         alerted = first(alert, rf"{s.unit} failed") is not None
@@ -600,7 +601,7 @@ class Matrix:
                 "OnFailure alert ran (crit line in the journal)" if alerted else "no alert"
             )
         else:
-            out.happened.append("no alert (the guide's supervisor only logs to /tmp)")
+            out.happened.append("no alert (the guide describes none; its supervisor logs to /tmp)")
         # The operator's fix, as the alert line says.
         start = time.time()
         self.host.sh(f"systemctl reset-failed {s.unit} && systemctl start {s.unit}")
@@ -712,21 +713,6 @@ class Matrix:
             videos = s.videos(ids)
         entries = s.host.journal(since, "-u", s.unit)
         restarts1 = s.host.prop(s.unit, "NRestarts")
-        if s.kind == "guide":
-            fatal = count(entries, r"Unrecoverable error: MemoryError")
-            if fatal:
-                out.happened.append(
-                    f"Celery treats MemoryError as fatal: 'Unrecoverable error', exit 1, the "
-                    f"unacked message back in the queue at each exit: {fatal} worker deaths in "
-                    f"{GUIDE_WINDOW_SEC:.0f} s, heading for the 10/hour start limit"
-                )
-                # An operator has to find that message and delete it: purge the guide's queue.
-                self.host.sh(
-                    f"systemctl stop {s.unit}; {self.guide.redis} del celery unacked unacked_index >/dev/null; "
-                    f"systemctl reset-failed {s.unit}; systemctl start {s.unit}"
-                )
-                s.ready_after(time.time() - 1, 60)
-                out.happened.append("queue purged by hand to stop the loop")
         bomb, nxt = videos[ids[0]], videos[ids[1]]
         oom = first(entries, r"(?i)oom|Failed with result 'oom-kill'")
         if bomb.state == "failed":
@@ -736,10 +722,28 @@ class Matrix:
                 out.recover = f"{bomb.finished_at - bomb.started_at:.1f} to fail it"
         else:
             out.happened.append(f"bomb video {bomb.raw_state}")
-        out.happened.append(
-            f"worker {'restarted' if restarts1 != restarts0 else 'never went down'} "
-            f"(NRestarts {restarts0} -> {restarts1}); next video {nxt.raw_state}"
-        )
+        fatal = count(entries, r"Unrecoverable error: MemoryError")
+        if s.kind == "guide" and fatal:
+            out.happened.append(
+                f"but Celery treats a task's MemoryError as fatal to the worker ('Unrecoverable "
+                f"error', exit 1) and the unacked bomb comes back at each exit: {fatal} worker "
+                f"deaths in {GUIDE_WINDOW_SEC:.0f} s (NRestarts {restarts0} -> {restarts1}), "
+                f"heading for the 10/hour start limit; next video {nxt.raw_state}"
+            )
+            out.recover = "never (restart loop)"
+            # An operator has to find that message and delete it: purge the guide's queue.
+            self.host.sh(
+                f"systemctl stop {s.unit}; "
+                f"{self.guide.redis} del celery unacked unacked_index >/dev/null; "
+                f"systemctl reset-failed {s.unit}; systemctl start {s.unit}"
+            )
+            s.ready_after(time.time() - 1, 60)
+            out.happened.append("the matrix purged the queue by hand to stop the loop")
+        else:
+            out.happened.append(
+                f"worker {'restarted' if restarts1 != restarts0 else 'never went down'} "
+                f"(NRestarts {restarts0} -> {restarts1}); next video {nxt.raw_state}"
+            )
         out.tally = s.tally(ids, videos)
         if s.kind == "stable":
             out.expect(
@@ -1128,10 +1132,9 @@ class Matrix:
                 )
                 changed = re.search(r"changed=(\d+)", recap.group(1)).group(1) if recap else "?"
                 message = failure_message(text)
-                short = names.removeprefix("celery_stable_")
-                at = message.find(short)
+                at = message.find(names)
                 if at > 60:  # keep the clause that names the variable
-                    message = "... " + message[at - 10 : at + 120]
+                    message = "... " + message[at : at + 170] + " ..."
                 out.happened.append(
                     f"`-e {var}={value}`: ansible-playbook exit {rc}, changed={changed}: {message}"
                 )
@@ -1322,15 +1325,11 @@ def parse_systemd_time(text: str) -> datetime | None:
 
 
 def failure_message(text: str) -> str:
-    """The line of a failed ansible-playbook run that says why, shortened."""
-    for pattern in (
-        r"argument '[^']+' is of type [^\n\"]*",
-        r"Inconsistent limits:[^\n\"]*",
-        r"\"msg\": \"([^\"]*)",
-    ):
-        match = re.search(pattern, text)
+    """Why a failed ansible-playbook run failed, as one line (its output wraps messages)."""
+    for pattern in (r"argument '[^']+' is of type [^\n]*", r"Inconsistent limits:.*?(?:'\n|$)"):
+        match = re.search(pattern, text, re.DOTALL)
         if match:
-            return match.group(0)[:220].replace("\\n", " ")
+            return " ".join(match.group(0).split()).rstrip("'")
     return "no message found"
 
 
