@@ -1118,7 +1118,7 @@ class Matrix:
             )
             for var, value, names in (
                 ("celery_stable_time_limit_sec", "abc", "celery_stable_time_limit_sec"),
-                ("celery_stable_memory_max", "200M", "memory_max"),
+                ("celery_stable_memory_max", "200M", "celery_stable_memory_max=200M is not valid"),
             ):
                 env0 = self.host.sh(
                     f"md5sum {ENV_FILE} /etc/systemd/system/celery-*.service /etc/systemd/system/celery-*.timer"
@@ -1326,10 +1326,14 @@ def parse_systemd_time(text: str) -> datetime | None:
 
 def failure_message(text: str) -> str:
     """Why a failed ansible-playbook run failed, as one line (its output wraps messages)."""
-    for pattern in (r"argument '[^']+' is of type [^\n]*", r"Inconsistent limits:.*?(?:'\n|$)"):
+    for pattern in (
+        r"argument '[^']+' is of type [^\n]*",
+        r"celery_stable_\w+=\S+ is not valid:.*?(?:'\n|\n\s*\n|$)",
+    ):
         match = re.search(pattern, text, re.DOTALL)
         if match:
-            return " ".join(match.group(0).split()).rstrip("'")
+            # ansible-core 2.19 prints the task's file after the message: not part of it.
+            return " ".join(match.group(0).split()).split(" Origin: ")[0].rstrip("'")
     return "no message found"
 
 
