@@ -27,8 +27,8 @@ wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 run_stage() {
   case "$1" in
     lint)
-      ruff check app
-      ruff format --check app
+      ruff check app tests roles
+      ruff format --check app tests roles
       yamllint -s .
       ansible-lint --offline
       ;;

@@ -71,9 +71,7 @@ class Host:
     ) -> subprocess.CompletedProcess[str]:
         argv = ["docker", "exec", *(["-i"] if stdin is not None else []), self.container]
         argv += ["bash", "-c", script]
-        proc = subprocess.run(
-            argv, input=stdin, text=True, capture_output=True, timeout=timeout, check=False
-        )
+        proc = subprocess.run(argv, input=stdin, text=True, capture_output=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise HostError(f"{script!r} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
         return proc
@@ -88,9 +86,7 @@ class Host:
     def journal(self, since: float, *selectors: str) -> list[tuple[float, str]]:
         """(realtime, message) of the journal entries matching any selector, since ``since``."""
         sel = " ".join(shlex.quote(s) for s in selectors)
-        out = self.sh(
-            f"journalctl --no-pager -o json --since @{int(since) - 1} {sel}", timeout=60
-        ).stdout
+        out = self.sh(f"journalctl --no-pager -o json --since @{int(since) - 1} {sel}", timeout=60).stdout
         entries = []
         for line in out.splitlines():
             try:
@@ -139,9 +135,7 @@ def spec(title: str, seconds: float = 1.0, fault: dict | None = None) -> dict:
         "width": 320,
         "height": 240,
         "fps": 25,
-        "slides": [
-            {"text": title, "duration": seconds, "background": "#1e3a8a", "color": "#ffffff"}
-        ],
+        "slides": [{"text": title, "duration": seconds, "background": "#1e3a8a", "color": "#ffffff"}],
     }
     if fault is not None:
         body["fault"] = fault
@@ -302,10 +296,7 @@ class Guide(Setup):
         self.redis_cli = self.redis
 
     def _ctl(self, command: str, payload: object) -> object:
-        script = (
-            f"set -a; . /etc/guide-app/guide.env; set +a; cd {GUIDE_DIR} && "
-            f"{VENV_PY} guide_ctl.py {command}"
-        )
+        script = f"set -a; . /etc/guide-app/guide.env; set +a; cd {GUIDE_DIR} && {VENV_PY} guide_ctl.py {command}"
         return json.loads(self.host.sh(script, stdin=json.dumps(payload)).stdout)
 
     def submit(self, specs: list[dict]) -> list[str]:
@@ -331,9 +322,7 @@ class Guide(Setup):
             done_at = None
             if meta and meta.get("date_done"):
                 done_at = datetime.fromisoformat(meta["date_done"]).timestamp()
-            videos[job_id] = Video(
-                job_id, state, reason=reason, finished_at=done_at, raw_state=status
-            )
+            videos[job_id] = Video(job_id, state, reason=reason, finished_at=done_at, raw_state=status)
         return videos
 
 
@@ -443,7 +432,7 @@ class Matrix:
             try:
                 self.ensure_up(setup, out)
                 body(setup, out)
-            except Exception as exc:  # noqa: BLE001 (a harness error is reported in the row)
+            except Exception as exc:
                 out.problems.append(f"harness error: {type(exc).__name__}: {exc}")
                 log(f"row {number} {setup.name}: {type(exc).__name__}: {exc}")
 
@@ -458,9 +447,7 @@ class Matrix:
             thread.join()
         row.outcomes = [outcomes[s.name] for s in setups]
         for out in row.outcomes:
-            log(
-                f"row {number} {out.setup}: {'; '.join(out.happened)} | {out.tally} | {out.verdict}"
-            )
+            log(f"row {number} {out.setup}: {'; '.join(out.happened)} | {out.tally} | {out.verdict}")
         self.rows.append(row)
 
     # --- 0: the fault hooks live only in the test drop-in ---------------------------------
@@ -482,11 +469,7 @@ class Matrix:
         ).stdout.split()
         pid = self.stable.main_pid()
         environ = self.host.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
-        ok = (
-            carrying == [FAULT_DROP_IN]
-            and not role_files
-            and ("CELERY_STABLE_FAULT_HOOKS=1" in environ)
-        )
+        ok = carrying == [FAULT_DROP_IN] and not role_files and ("CELERY_STABLE_FAULT_HOOKS=1" in environ)
         self.notes.append(
             f"Fault hooks: `systemctl cat {WORKER}` shows CELERY_STABLE_FAULT_HOOKS only in "
             f"{', '.join(carrying) or 'no file'}; role-written units and env file carrying it: "
@@ -526,8 +509,7 @@ class Matrix:
                 # RestartSec counts from there.
                 stopped = first(entries, r"Failed with result", crash)
                 split = (
-                    f" (stop phase incl. ExecStopPost {stopped - crash:.1f} s + RestartSec "
-                    f"{restart - stopped:.1f} s)"
+                    f" (stop phase incl. ExecStopPost {stopped - crash:.1f} s + RestartSec {restart - stopped:.1f} s)"
                     if stopped is not None and stopped <= restart
                     else ""
                 )
@@ -538,16 +520,12 @@ class Matrix:
             video = videos[ids[0]]
             reap = first(entries, r"reaped video .*requeued|requeued \(crash")
             if reap is not None:
-                out.happened.append(
-                    f"video requeued by the ExecStopPost reap {reap - crash:.1f} s after"
-                )
+                out.happened.append(f"video requeued by the ExecStopPost reap {reap - crash:.1f} s after")
             if video.state == "done":
                 out.happened.append(
                     f"done on attempt {video.attempts}, {video.finished_at - crash:.1f} s after the crash"
                 )
-                out.expect(
-                    video.finished_at - crash <= 60, "video not resolved within 60 s of the crash"
-                )
+                out.expect(video.finished_at - crash <= 60, "video not resolved within 60 s of the crash")
             elif video.state == "failed":
                 out.happened.append(f"failed: {video.reason}")
             else:
@@ -590,16 +568,13 @@ class Matrix:
         out.expect(props["ActiveState"] == "failed", f"unit {props['ActiveState']}, not failed")
         if refused is not None:
             out.happened.append(
-                f"11th start refused ('Start request repeated too quickly'), unit "
-                f"{props['ActiveState']}"
+                f"11th start refused ('Start request repeated too quickly'), unit {props['ActiveState']}"
             )
         alert = self.host.journal(since, "-t", "celery-alert")
         alerted = first(alert, rf"{s.unit} failed") is not None
         if s.kind == "stable":
             out.expect(alerted, "no OnFailure alert (celery-alert crit line) in the journal")
-            out.happened.append(
-                "OnFailure alert ran (crit line in the journal)" if alerted else "no alert"
-            )
+            out.happened.append("OnFailure alert ran (crit line in the journal)" if alerted else "no alert")
         else:
             out.happened.append("no alert (the guide describes none; its supervisor logs to /tmp)")
         # The operator's fix, as the alert line says.
@@ -607,9 +582,7 @@ class Matrix:
         self.host.sh(f"systemctl reset-failed {s.unit} && systemctl start {s.unit}")
         ready = s.ready_after(start, 60)
         out.expect(ready is not None, "not consuming again after reset-failed + start")
-        out.happened.append(
-            f"`systemctl reset-failed` + start: consuming in {secs(ready and ready - start)} s"
-        )
+        out.happened.append(f"`systemctl reset-failed` + start: consuming in {secs(ready and ready - start)} s")
         out.recover = f"{secs(ready and ready - start)} after reset-failed"
         window = 60.0 if s.kind == "stable" else 20.0
         videos = s.wait(ids, window)
@@ -622,9 +595,7 @@ class Matrix:
             )
         else:
             attempts = sorted({v.attempts for v in videos.values()})
-            out.happened.append(
-                f"every video requeued by the reap, then done (attempts {attempts})"
-            )
+            out.happened.append(f"every video requeued by the reap, then done (attempts {attempts})")
         out.tally = s.tally(ids, videos)
         out.expect(out.tally.lost == 0, f"{out.tally.lost} videos lost")
 
@@ -648,17 +619,13 @@ class Matrix:
         threshold_mb = 256000 / 1024
         leak_mb = max(16, round(threshold_mb - rss0 + 16))
         fault = {"kind": "leak", "at_frame": 5, "mb": leak_mb}
-        ids = s.submit(
-            [spec("r3 leak", 1.0, fault)] + [spec(f"r3 behind {n}", 1.0) for n in (1, 2, 3)]
-        )
+        ids = s.submit([spec("r3 leak", 1.0, fault)] + [spec(f"r3 behind {n}", 1.0) for n in (1, 2, 3)])
         videos = s.wait(ids, 90)
         entries = s.host.journal(since, "-u", s.unit)
         pid1 = s.main_pid()
         restarts1 = s.host.prop(s.unit, "NRestarts")
         rss1 = s.rss_mb()
-        out.happened.append(
-            f"leak of {leak_mb} MiB at RSS {rss0:.0f} MB (threshold 256000 KiB = 250 MiB)"
-        )
+        out.happened.append(f"leak of {leak_mb} MiB at RSS {rss0:.0f} MB (threshold 256000 KiB = 250 MiB)")
         recycling = first(entries, r"recycling after this task: RSS")
         why = [m for _, m in entries if "recycling after this task" in m]
         reexec = first(entries, r"recycling: re-executing")
@@ -668,7 +635,8 @@ class Matrix:
             out.expect(pid1 == pid0, f"MainPID changed {pid0} -> {pid1}")
             out.expect(restarts1 == restarts0, f"NRestarts {restarts0} -> {restarts1}")
             out.happened.append(
-                f"recycled after the leaking task (journal '{why[0].split('] ')[-1] if why else '-'}', re-exec in place: "
+                f"recycled after the leaking task (journal '{why[0].split('] ')[-1] if why else '-'}', "
+                "re-exec in place: "
                 f"MainPID {pid1} {'unchanged' if pid1 == pid0 else 'CHANGED'}, NRestarts "
                 f"{restarts0} -> {restarts1}); RSS now {rss1:.0f} MB"
             )
@@ -746,9 +714,7 @@ class Matrix:
             )
         out.tally = s.tally(ids, videos)
         if s.kind == "stable":
-            out.expect(
-                bomb.state == "failed" and bool(bomb.reason), "bomb video not failed with reason"
-            )
+            out.expect(bomb.state == "failed" and bool(bomb.reason), "bomb video not failed with reason")
             out.expect(nxt.state == "done", "the next video did not render")
             out.expect(s.host.prop(s.unit, "ActiveState") == "active", "worker not back")
 
@@ -784,13 +750,9 @@ class Matrix:
             ready = s.ready_after(crash or since, 30) if crash else None
             out.recover = f"{secs(ready - start if ready else None)} to consuming"
             out.happened.append(
-                f"video {hung.raw_state}: {hung.reason}"
-                if hung.state == "failed"
-                else f"video {hung.raw_state}"
+                f"video {hung.raw_state}: {hung.reason}" if hung.state == "failed" else f"video {hung.raw_state}"
             )
-            out.expect(
-                hung.state == "failed" and bool(hung.reason), "hung video not failed with reason"
-            )
+            out.expect(hung.state == "failed" and bool(hung.reason), "hung video not failed with reason")
             out.expect(behind.state == "done", "the video behind it did not render")
             out.happened.append(f"video behind it {behind.raw_state}")
         else:
@@ -869,9 +831,7 @@ class Matrix:
     def row_poison(self, s: Setup, out: Outcome) -> None:
         since = time.time()
         fault = {"kind": "segfault", "at_frame": 5}
-        ids = s.submit(
-            [spec("r6 poison", 1.0, fault), spec("r6 behind 1", 1.0), spec("r6 behind 2", 1.0)]
-        )
+        ids = s.submit([spec("r6 poison", 1.0, fault), spec("r6 behind 1", 1.0), spec("r6 behind 2", 1.0)])
         window = 60.0
         if s.kind == "stable":
             videos = s.wait(ids, window)
@@ -890,8 +850,7 @@ class Matrix:
                 out.recover = f"{poison.finished_at - since:.1f} to fail it"
         else:
             out.happened.append(
-                self.lost_text(s, poison, time.time() - since)
-                + "; then it crashes the worker again, every hour"
+                self.lost_text(s, poison, time.time() - since) + "; then it crashes the worker again, every hour"
             )
             cut = crash_summary(entries, since)
             crash, restart = cut["crash"], cut["restart"]
@@ -913,17 +872,13 @@ class Matrix:
 
     # --- 7: Redis restarted while waiting and while rendering ------------------------------
 
-    def row_redis(
-        self, s: Setup, out: Outcome, idle: threading.Barrier, busy: threading.Barrier
-    ) -> None:
+    def row_redis(self, s: Setup, out: Outcome, idle: threading.Barrier, busy: threading.Barrier) -> None:
         since = time.time()
         pid0, restarts0 = s.main_pid(), s.host.prop(s.unit, "NRestarts")
         idle.wait(timeout=60)  # the barrier's action restarts Redis while both workers wait
         ids = s.submit([spec("r7 after restart while idle", 1.0)])
         slow = {"kind": "slow", "at_frame": 0, "seconds": 0.12}
-        ids += s.submit(
-            [spec("r7 rendering through the restart", 2.0, slow), spec("r7 behind", 1.0)]
-        )
+        ids += s.submit([spec("r7 rendering through the restart", 2.0, slow), spec("r7 behind", 1.0)])
         s.wait(ids[1:2], 30, until=lambda v: v[ids[1]].raw_state in ("processing", "STARTED"))
         busy.wait(timeout=60)  # ...and again while both render
         videos = s.wait(ids, 60)
@@ -1027,19 +982,13 @@ class Matrix:
             )
         st.happened.append(
             "worker, Beat, recovery timer, Redis: "
-            + ", ".join(
-                f"{u.split('.')[0]} {p['ActiveState']}+{p['UnitFileState']}"
-                for u, p in units.items()
-            )
+            + ", ".join(f"{u.split('.')[0]} {p['ActiveState']}+{p['UnitFileState']}" for u, p in units.items())
         )
         timer = self.host.show("celery-recovery.timer", "NextElapseUSecRealtime", "LastTriggerUSec")
         nxt = parse_systemd_time(timer.get("NextElapseUSecRealtime", ""))
         last = timer.get("LastTriggerUSec", "")
         cadence = (
-            nxt is not None
-            and nxt.minute % 3 == 0
-            and nxt.second == 0
-            and (0 < nxt.timestamp() - time.time() <= 180)
+            nxt is not None and nxt.minute % 3 == 0 and nxt.second == 0 and (0 < nxt.timestamp() - time.time() <= 180)
         )
         st.expect(
             cadence,
@@ -1047,7 +996,8 @@ class Matrix:
         )
         st.happened.append(
             f"recovery timer: next {nxt.strftime('%H:%M:%S') if nxt else '?'} "
-            f"(in {nxt.timestamp() - time.time():.0f} s), last trigger {last.split(' ')[2] if last.count(' ') >= 2 else last}"
+            f"(in {nxt.timestamp() - time.time():.0f} s), last trigger "
+            f"{last.split(' ')[2] if last.count(' ') >= 2 else last}"
             if nxt
             else "recovery timer: no next elapse"
         )
@@ -1066,8 +1016,7 @@ class Matrix:
         st.expect(done == 2, f"{done}/2 videos done after the reboot")
         st.tally = self.stable.tally(ids["stable"], videos)
         st.recover = (
-            f"{secs(ready and ready - start)} reboot to consuming (shutdown incl. warm stop "
-            f"{restarted - start:.1f})"
+            f"{secs(ready and ready - start)} reboot to consuming (shutdown incl. warm stop {restarted - start:.1f})"
         )
         gd = outs["guide"]
         gp = self.host.show(GUIDE, "ActiveState", "UnitFileState")
@@ -1080,11 +1029,7 @@ class Matrix:
         grendering, gqueued = (gvideos[i] for i in ids["guide"])
         gd.happened.append(
             f"video rendering at the reboot: {grendering.raw_state} {grendering.reason}".rstrip()
-            + (
-                " (shutdown's SIGTERM reached ffmpeg too)"
-                if "BrokenPipe" in grendering.reason
-                else ""
-            )
+            + (" (shutdown's SIGTERM reached ffmpeg too)" if "BrokenPipe" in grendering.reason else "")
             + f"; video queued: {gqueued.raw_state}"
             + (" (waits for a human to start the worker)" if gqueued.state == "open" else "")
         )
@@ -1109,9 +1054,7 @@ class Matrix:
             before = len(self.stable.records())
             result = self.stable.submit_raw([bad])[0]
             after = len(self.stable.records())
-            out.happened.append(
-                f"bad spec: exit {result['rc']}, `{result['err']}`; {after - before} recorded"
-            )
+            out.happened.append(f"bad spec: exit {result['rc']}, `{result['err']}`; {after - before} recorded")
             out.expect(
                 result["rc"] == 2 and "width" in result["err"] and after == before,
                 "bad spec not refused cleanly",
@@ -1127,17 +1070,13 @@ class Matrix:
                 env1 = self.host.sh(
                     f"md5sum {ENV_FILE} /etc/systemd/system/celery-*.service /etc/systemd/system/celery-*.timer"
                 ).stdout
-                recap = re.search(
-                    rf"{re.escape(self.host.container)}\s*:\s*(.*)", text.split("PLAY RECAP")[-1]
-                )
+                recap = re.search(rf"{re.escape(self.host.container)}\s*:\s*(.*)", text.split("PLAY RECAP")[-1])
                 changed = re.search(r"changed=(\d+)", recap.group(1)).group(1) if recap else "?"
                 message = failure_message(text)
                 at = message.find(names)
                 if at > 60:  # keep the clause that names the variable
                     message = "... " + message[at : at + 170] + " ..."
-                out.happened.append(
-                    f"`-e {var}={value}`: ansible-playbook exit {rc}, changed={changed}: {message}"
-                )
+                out.happened.append(f"`-e {var}={value}`: ansible-playbook exit {rc}, changed={changed}: {message}")
                 out.expect(
                     rc != 0 and changed == "0" and names in message and env0 == env1,
                     f"bad {var} not refused before any change",
@@ -1147,15 +1086,11 @@ class Matrix:
             ids = s.submit([bad])
             videos = s.wait(ids, 30)
             video = videos[ids[0]]
-            out.happened.append(
-                f"bad spec accepted (no validation), then {video.raw_state}: {video.reason}"
-            )
+            out.happened.append(f"bad spec accepted (no validation), then {video.raw_state}: {video.reason}")
             out.happened.append("bad setting: no deploy step checks core/celery_app.py (n/a)")
             out.tally = s.tally(ids, videos)
         pid1 = s.main_pid()
-        out.happened.append(
-            f"worker untouched (MainPID {'unchanged' if pid1 == pid0 else 'CHANGED'})"
-        )
+        out.happened.append(f"worker untouched (MainPID {'unchanged' if pid1 == pid0 else 'CHANGED'})")
         out.expect(pid1 == pid0, "worker restarted")
         out.recover = "0"
 
@@ -1168,11 +1103,7 @@ class Matrix:
                         "all": {
                             "children": {
                                 "celery_workers": {
-                                    "hosts": {
-                                        self.host.container: {
-                                            "ansible_connection": "community.docker.docker"
-                                        }
-                                    }
+                                    "hosts": {self.host.container: {"ansible_connection": "community.docker.docker"}}
                                 },
                                 "celery_broker": {"hosts": {self.host.container: {}}},
                             }
@@ -1298,9 +1229,7 @@ class Matrix:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append(
-            "Expectations (celery-stable rows only; the guide rows are measured, not judged):"
-        )
+        lines.append("Expectations (celery-stable rows only; the guide rows are measured, not judged):")
         for row in self.rows:
             lines.append(f"  {row.number}: {row.expectation}")
         lines.append("")
@@ -1308,11 +1237,7 @@ class Matrix:
         bad = [f"{r.number} ({o.setup})" for r in self.rows for o in r.outcomes if o.problems]
         lines.append(
             f"Matrix: {len(self.rows)} rows in {elapsed:.0f} s on {self.host.container}; "
-            + (
-                "every celery-stable row met its expectation."
-                if not bad
-                else f"FAILED rows: {', '.join(bad)}"
-            )
+            + ("every celery-stable row met its expectation." if not bad else f"FAILED rows: {', '.join(bad)}")
         )
         return "\n".join(lines)
 

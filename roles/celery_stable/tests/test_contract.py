@@ -94,7 +94,7 @@ def app_defaults() -> dict[str, str]:
         pytest.skip("the app's settings.py does not exist yet")
     sys.path.insert(0, str(APP_SRC))
     try:
-        from celery_stable.settings import Settings  # noqa: PLC0415
+        from celery_stable.settings import Settings
     finally:
         sys.path.remove(str(APP_SRC))
     return Settings.defaults()

@@ -34,7 +34,13 @@ CASES = {
     "ubuntu-24.04-wants-3.11": ("Ubuntu-24.04", "x86_64", "auto", "3.11", "deadsnakes"),
     "ubuntu-22.04-forced-distro": ("Ubuntu-22.04", "x86_64", "distro", "3.12", "refused"),
     "debian-13-amd64-forced-distro": ("Debian-13", "x86_64", "distro", "3.12", "refused"),
-    "ubuntu-24.04-arm64-forced-deadsnakes": ("Ubuntu-24.04", "aarch64", "deadsnakes", "3.12", "deadsnakes"),
+    "ubuntu-24.04-arm64-forced-deadsnakes": (
+        "Ubuntu-24.04",
+        "aarch64",
+        "deadsnakes",
+        "3.12",
+        "deadsnakes",
+    ),
     "debian-13-forced-distro": ("Debian-13", "aarch64", "distro", "3.12", "refused"),
     "debian-12-forced-deadsnakes": ("Debian-12", "x86_64", "deadsnakes", "3.12", "refused"),
 }
