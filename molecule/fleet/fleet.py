@@ -46,9 +46,7 @@ class Fleet:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def sh(
-        self, host: str, command: str, stdin: str | None = None, check: bool = True
-    ) -> str:
+    def sh(self, host: str, command: str, stdin: str | None = None, check: bool = True) -> str:
         proc = subprocess.run(
             ["docker", "exec", "-i", host, "bash", "-c", command],
             input=stdin,
@@ -58,9 +56,7 @@ class Fleet:
             check=False,
         )
         if check and proc.returncode != 0:
-            raise RuntimeError(
-                f"{host}: `{command}` exited {proc.returncode}: {proc.stderr.strip()}"
-            )
+            raise RuntimeError(f"{host}: `{command}` exited {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout.strip()
 
     def check(self, ok: bool, what: str) -> bool:
@@ -75,9 +71,7 @@ class Fleet:
         return job_id
 
     def records(self) -> dict[str, dict]:
-        listing = json.loads(
-            self.sh(self.broker, "celery-stable list --json --limit 1000")
-        )
+        listing = json.loads(self.sh(self.broker, "celery-stable list --json --limit 1000"))
         return {record["id"]: record for record in listing}
 
     def wait(self, ids: list[str], timeout: float, until=None) -> dict[str, dict]:
@@ -86,16 +80,10 @@ class Fleet:
         while True:
             records = self.records()
             mine = {i: records.get(i, {"id": i, "state": "missing"}) for i in ids}
-            if (
-                until(mine)
-                if until
-                else all(r["state"] in FINAL for r in mine.values())
-            ):
+            if until(mine) if until else all(r["state"] in FINAL for r in mine.values()):
                 return mine
             if time.monotonic() > deadline:
-                log(
-                    f"timeout after {timeout:.0f} s: {Counter(r['state'] for r in mine.values())}"
-                )
+                log(f"timeout after {timeout:.0f} s: {Counter(r['state'] for r in mine.values())}")
                 return mine
             time.sleep(1)
 
@@ -110,14 +98,8 @@ class Fleet:
             log(f"{host}: {line}")
 
     def beat_and_broker(self) -> None:
-        beats = {
-            h: self.sh(h, "systemctl is-active celery-beat", check=False)
-            for h in self.hosts
-        }
-        workers = {
-            h: self.sh(h, "systemctl is-active celery-worker", check=False)
-            for h in self.hosts
-        }
+        beats = {h: self.sh(h, "systemctl is-active celery-beat", check=False) for h in self.hosts}
+        workers = {h: self.sh(h, "systemctl is-active celery-worker", check=False) for h in self.hosts}
         log(f"celery-beat: {beats}")
         log(f"celery-worker: {workers}")
         self.check(
@@ -125,13 +107,10 @@ class Fleet:
             "Beat runs on exactly one host, the broker host",
         )
         self.check(
-            all(workers[h] == "active" for h in self.workers)
-            and workers[self.broker] != "active",
+            all(workers[h] == "active" for h in self.workers) and workers[self.broker] != "active",
             "a worker on each worker host, none on the broker host",
         )
-        listening = self.sh(
-            self.broker, "ss -Hltn 'sport = :6379' | awk '{print $4}' | sort"
-        )
+        listening = self.sh(self.broker, "ss -Hltn 'sport = :6379' | awk '{print $4}' | sort")
         log(f"redis listens on: {' '.join(listening.split())}")
         self.check(
             "10.213.5.10:6379" in listening.split(),
@@ -150,9 +129,7 @@ class Fleet:
             ),
             check=False,
         )
-        log(
-            f"{self.workers[0]} -> 10.213.5.10:6379 PING without the password: {anonymous}"
-        )
+        log(f"{self.workers[0]} -> 10.213.5.10:6379 PING without the password: {anonymous}")
         self.check(
             anonymous.startswith("-NOAUTH"),
             "Redis refuses a client without the password",
@@ -187,9 +164,7 @@ class Fleet:
         done = Counter(r.get("host") for r in records.values() if r["state"] == "done")
         log(f"spread: {dict(done)} done of {count}")
         self.check(sum(done.values()) == count, f"all {count} videos done")
-        self.check(
-            all(done[h] > 0 for h in self.workers), "both worker hosts rendered videos"
-        )
+        self.check(all(done[h] > 0 for h in self.workers), "both worker hosts rendered videos")
         return done
 
     def host_loss(self, behind: int) -> tuple[Counter, list[dict], str]:
@@ -216,9 +191,7 @@ class Fleet:
         records = self.wait(
             [slow],
             120,
-            until=lambda r: (
-                r[slow]["state"] == "processing" and r[slow].get("heartbeat_at")
-            ),
+            until=lambda r: r[slow]["state"] == "processing" and r[slow].get("heartbeat_at"),
         )
         victim = records[slow].get("host")
         if not self.check(
@@ -263,19 +236,11 @@ class Fleet:
         resolved_in = time.time() - killed_at
         done = Counter(r.get("host") for r in records.values() if r["state"] == "done")
         failed = [r for r in records.values() if r["state"] == "failed"]
-        log(
-            f"after the kill: {dict(done)} done, {len(failed)} failed, all resolved "
-            f"{resolved_in:.0f} s after it"
-        )
+        log(f"after the kill: {dict(done)} done, {len(failed)} failed, all resolved {resolved_in:.0f} s after it")
         for record in failed:
-            log(
-                f"failed {record['id']} (was on {record.get('host')}): {record.get('error')}"
-            )
+            log(f"failed {record['id']} (was on {record.get('host')}): {record.get('error')}")
         self.check(
-            all(
-                records[i]["state"] == "done" and records[i].get("host") == survivor
-                for i in ids
-            ),
+            all(records[i]["state"] == "done" and records[i].get("host") == survivor for i in ids),
             f"the {behind} videos queued behind it were all rendered by {survivor}",
         )
         self.check(
@@ -297,14 +262,10 @@ class Fleet:
         worker takes it (its full render is not awaited: it takes minutes)."""
         log(f"operator: celery-stable retry {job_id}")
         log(self.sh(self.broker, f"celery-stable retry {job_id}"))
-        record = self.wait(
-            [job_id], 60, until=lambda r: r[job_id]["state"] in ("processing", *FINAL)
-        )[job_id]
+        record = self.wait([job_id], 60, until=lambda r: r[job_id]["state"] in ("processing", *FINAL))[job_id]
         self.check(
-            record["state"] in ("processing", "done")
-            and record.get("host") in self.workers,
-            f"{job_id} {record['state']} on {record.get('host')} after the retry "
-            f"(attempt {record.get('attempts')})",
+            record["state"] in ("processing", "done") and record.get("host") in self.workers,
+            f"{job_id} {record['state']} on {record.get('host')} after the retry (attempt {record.get('attempts')})",
         )
         return record
 
@@ -316,25 +277,14 @@ class Fleet:
         lost_done, failed, slow = self.host_loss(behind)
         records = self.records()
         final = {i: records.get(i, {"state": "missing"}) for i in self.accepted}
-        resolved = [
-            i
-            for i, r in final.items()
-            if r["state"] == "done" or (r["state"] == "failed" and r.get("error"))
-        ]
+        resolved = [i for i, r in final.items() if r["state"] == "done" or (r["state"] == "failed" and r.get("error"))]
         lost = len(self.accepted) - len(resolved)
-        done_total = Counter(
-            r.get("host") for r in final.values() if r["state"] == "done"
-        )
+        done_total = Counter(r.get("host") for r in final.values() if r["state"] == "done")
         emit()
         emit("fleet counts")
-        emit(
-            f"  accepted:            {len(self.accepted)} ({spread_count} spread + 1 slow + {behind} behind it)"
-        )
+        emit(f"  accepted:            {len(self.accepted)} ({spread_count} spread + 1 slow + {behind} behind it)")
         for host in self.workers:
-            emit(
-                f"  done on {host}: {done_total[host]} "
-                f"(spread {spread[host]}, after the host loss {lost_done[host]})"
-            )
+            emit(f"  done on {host}: {done_total[host]} (spread {spread[host]}, after the host loss {lost_done[host]})")
         for record in failed:
             emit(f"  failed with reason:  1 ({record['id']}: {record.get('error')})")
         if not failed:
