@@ -27,8 +27,8 @@ wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 run_stage() {
   case "$1" in
     lint)
-      ruff check app tests roles
-      ruff format --check app tests roles
+      ruff check app tests roles molecule
+      ruff format --check app tests roles molecule
       yamllint -s .
       ansible-lint --offline
       ;;
