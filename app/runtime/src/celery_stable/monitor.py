@@ -1,20 +1,17 @@
-"""The worker's one background thread: watchdog, STATUS, job heartbeat, stats, hard limit.
+"""The worker's one background thread: watchdog, STATUS, heartbeat, stats, hard limit.
 
-It is the only part of the worker that keeps running while a task runs under the solo pool, so
-every limit that must hold *during* a task is enforced here. It pings the systemd watchdog only
-while the current task is within its hard limit; a native hang that holds the GIL stops this
-thread too, so the pings stop by themselves and systemd kills the worker.
+Under the solo pool it is the only code that runs while a task runs, so every limit that must
+hold *during* a task is enforced here. It pings the systemd watchdog only while the current task
+is within its hard limit; a native call that holds the GIL stops this thread too, so the pings
+stop by themselves and systemd kills the worker ``WatchdogSec`` later.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import logging
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +19,7 @@ import psutil
 from redis import exceptions as redis_errors
 
 from . import stats
-from .jobs import JobStore
-from .native_init import STDERR_FD
-from .render import time_limit_reason
+from .ledger import Ledger
 from .sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -33,24 +28,27 @@ TICK_SEC = 0.25
 EXTEND_EVERY_SEC = 10.0
 EXTEND_USEC = 30_000_000
 STATUS_REFRESH_SEC = 5.0
-# The render loop checks the same deadline between frames; the monitor acts only if that
-# cooperative check has not fired this long after it, i.e. when the main thread is stuck.
+# A task that checks its own deadline (celery_stable.remaining()) gets this long past it to
+# fail cleanly before the runtime ends it.
 ENFORCE_SLACK_SEC = 2.0
-# After WATCHDOG=trigger, how long systemd gets to kill us before we abort ourselves.
-ABORT_GRACE_SEC = 5.0
 
 
 @dataclass
 class CurrentTask:
-    job_id: str
-    token: str
+    task_id: str
+    name: str
+    attempt: int
     time_limit_sec: float
-    deadline: float
-    frame: int = 0
+    deadline: float  # time.monotonic()
+    done: int = 0
     total: int = 0
-    # Set when the job was taken away from this attempt (time limit, recovery); the render
-    # loop reads it between frames and stops.
-    abort_reason: str | None = None
+    unit: str = ""
+
+    @property
+    def progress(self) -> str:
+        if not self.total:
+            return ""
+        return f"{self.unit + ' ' if self.unit else ''}{self.done}/{self.total}"
 
 
 @dataclass
@@ -64,8 +62,7 @@ class TaskTracker:
     recycling: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self, job_id: str, token: str, time_limit_sec: float) -> CurrentTask:
-        task = CurrentTask(job_id, token, time_limit_sec, time.monotonic() + time_limit_sec)
+    def start(self, task: CurrentTask) -> CurrentTask:
         with self.lock:
             self.current = task
         return task
@@ -83,39 +80,37 @@ class TaskTracker:
         counter = f"{self.tasks_done + (1 if task else 0)}/{self.max_tasks} tasks before recycle"
         if task is None:
             return f"idle · {counter} · RSS {rss_mb:.0f} MB"
-        return (
-            f"rendering {task.job_id} (frame {task.frame}/{task.total}) · {counter} · "
-            f"RSS {rss_mb:.0f} MB"
-        )
+        progress = f" ({task.progress})" if task.progress else ""
+        return f"running {task.name}[{task.task_id}]{progress} · {counter} · RSS {rss_mb:.0f} MB"
 
 
 class Monitor(threading.Thread):
     def __init__(
         self,
         tracker: TaskTracker,
-        store: JobStore,
+        ledger: Ledger,
         notifier: Notifier,
         *,
         watchdog_usec: int | None,
         heartbeat_interval_sec: float,
         stats_interval_sec: float,
         metrics_file: Path | None,
-        abort: Callable[[], None] | None = None,
+        on_time_limit: Callable[[CurrentTask], None],
     ) -> None:
         super().__init__(name="celery-stable-monitor", daemon=True)
         self.tracker = tracker
-        self.store = store
+        self.ledger = ledger
         self.notifier = notifier
         self.ping_every = watchdog_usec / 4e6 if watchdog_usec else None
         self.heartbeat_every = heartbeat_interval_sec
         self.stats_every = stats_interval_sec
         self.metrics_file = metrics_file
-        self.abort = abort or (lambda: os.kill(os.getpid(), signal.SIGABRT))
+        self.on_time_limit = on_time_limit
         self.process = psutil.Process()
         self.stopping = threading.Event()
         self._last_status = ("", 0.0)
-        self._heartbeat = ("", -1, 0.0)  # job, frame, when
-        self._enforced: set[str] = set()
+        self._heartbeat: tuple[str, int, float] = ("", -1, 0.0)  # task, progress, when
+        self._enforced: set[tuple[str, int]] = set()
         self._next: dict[str, float] = {}
         self._redis_down = False
 
@@ -131,7 +126,7 @@ class Monitor(threading.Thread):
                 self.tick(time.monotonic())
                 self._redis_down = False
             except redis_errors.RedisError as exc:
-                # Once per outage: the render goes on, and so must the watchdog pings.
+                # Once per outage: the task goes on, and so must the watchdog pings.
                 if not self._redis_down:
                     log.warning("monitor: Redis unreachable, heartbeat and counts skipped: %s", exc)
                 self._redis_down = True
@@ -148,21 +143,18 @@ class Monitor(threading.Thread):
             # Waiting for the broker is not a hang: ask systemd for more start time.
             self.notifier.send(f"EXTEND_TIMEOUT_USEC={EXTEND_USEC}")
             due["extend"] = now + EXTEND_EVERY_SEC
-        if self.ping_every and now >= due["ping"] and self._within_limit(task, now):
+        if self.ping_every and now >= due["ping"] and (task is None or now <= task.deadline):
             self.notifier.send("WATCHDOG=1")
             due["ping"] = now + self.ping_every
         self._send_status(now)
         if task is not None:
-            self._heartbeat_if_progressing(task, now)
             if now > task.deadline + ENFORCE_SLACK_SEC:
                 self._enforce_limit(task)
+            else:
+                self._heartbeat_if_alive(task, now)
         if now >= due["stats"]:
             due["stats"] = now + self.stats_every
             self.report_stats()
-
-    @staticmethod
-    def _within_limit(task: CurrentTask | None, now: float) -> bool:
-        return task is None or now <= task.deadline
 
     def _send_status(self, now: float) -> None:
         text = self.tracker.status(self.process.memory_info().rss / stats.MB)
@@ -175,56 +167,45 @@ class Monitor(threading.Thread):
             self.notifier.send(f"STATUS={text}")
             self._last_status = (text, now)
 
-    def _heartbeat_if_progressing(self, task: CurrentTask, now: float) -> None:
-        job_id, frame, when = self._heartbeat
-        if job_id != task.job_id:
-            self._heartbeat = (task.job_id, task.frame, now)
+    def _heartbeat_if_alive(self, task: CurrentTask, now: float) -> None:
+        """Beat every interval; a task that reports progress beats only when it progresses.
+
+        Recovery fails a task whose heartbeat is too old: for a task that reports progress that
+        means no progress, for one that does not, a worker that stopped (a lost host, a hang
+        holding the GIL outside systemd).
+        """
+        task_id, done, when = self._heartbeat
+        if task_id != task.task_id:
+            self._heartbeat = (task.task_id, task.done, now)
             return
-        # Only progress counts: a task stuck on one frame must look stuck to `recover`.
-        if task.frame == frame or now - when < self.heartbeat_every:
+        if now - when < self.heartbeat_every or (task.total and task.done == done):
             return
-        self._heartbeat = (task.job_id, task.frame, now)
-        outcome = self.store.heartbeat(task.job_id, task.token)
-        if not outcome.ok and task.abort_reason is None:
-            task.abort_reason = (
-                f"the job was changed by someone else while rendering "
-                f"(now {outcome.state or 'deleted'}); this attempt stops"
+        self._heartbeat = (task.task_id, task.done, now)
+        outcome = self.ledger.heartbeat(task.task_id, task.attempt, task.progress)
+        if not outcome.ok:
+            log.warning(
+                "task %s[%s] was taken from this attempt (ledger: %s %s); its outcome will be "
+                "ignored",
+                task.name,
+                task.task_id,
+                outcome.status,
+                outcome.state,
             )
 
     def _enforce_limit(self, task: CurrentTask) -> None:
-        if task.job_id + task.token in self._enforced:
+        if (task.task_id, task.attempt) in self._enforced:
             return
-        self._enforced.add(task.job_id + task.token)
-        reason = time_limit_reason(task.time_limit_sec)
-        task.abort_reason = reason
-        log.error(
-            "video %s %s and its task does not return; failing it and stopping this "
-            "worker. Threads:",
-            task.job_id,
-            reason,
-        )
-        try:
-            self.store.fail(task.job_id, task.token, f"{reason}; the worker was stopped (watchdog)")
-        finally:
-            faulthandler.dump_traceback(file=STDERR_FD, all_threads=True)
-            self.notifier.send(f"STATUS=killing: {task.job_id} {reason}", "WATCHDOG=trigger")
-        deadline = time.monotonic() + ABORT_GRACE_SEC
-        while time.monotonic() < deadline:
-            if self.tracker.current is not task:
-                return
-            time.sleep(TICK_SEC)
-        log.critical(
-            "still hung %.0f s after WATCHDOG=trigger: aborting the worker itself", ABORT_GRACE_SEC
-        )
-        self.abort()
+        self._enforced.add((task.task_id, task.attempt))
+        self.on_time_limit(task)
 
     def report_stats(self) -> None:
         sample = stats.sample(self.process)
+        by_name: Mapping[str, Mapping[str, int]] | None
         try:
-            jobs: dict[str, int] | None = self.store.counts()
+            by_name = self.ledger.counts_by_name()
         except redis_errors.RedisError:
-            log.warning("stats: job counts unavailable (Redis unreachable)")
-            jobs = None
-        log.info(sample.log_line(jobs))
+            log.warning("stats: task counts unavailable (Redis unreachable)")
+            by_name = None
+        log.info(sample.log_line(by_name))
         if self.metrics_file is not None:
-            stats.write_textfile(self.metrics_file, sample, jobs, self.tracker.tasks_done)
+            stats.write_textfile(self.metrics_file, sample, by_name, self.tracker.tasks_done)

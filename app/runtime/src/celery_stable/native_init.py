@@ -1,17 +1,17 @@
-"""Worker process init: the guide's anti-crash settings, applied where they take effect.
+"""Worker init: the guide's anti-crash settings, applied before the worker takes any task.
 
-Under ``--pool=solo`` ``worker_process_init`` is sent once, in the worker's main process, when the
-pool is created, before the consumer takes any message.
+Run by the runtime's worker bootstep, after the pool exists (so after the app's own
+``worker_process_init`` handlers, which solo sends once from the main process) and before the
+consumer starts.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import importlib.util
 import logging
 import os
 import resource
-
-import cv2
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,13 @@ def init_worker_process(address_space_limit_mb: int) -> None:
     # journal, where a SIGSEGV/SIGABRT traceback must land.
     faulthandler.enable(file=STDERR_FD, all_threads=True)
     log.info("Worker process initialized avec optimisations anti-crash")
-    cv2.setNumThreads(1)
-    log.info("OpenCV configuré en single-thread")
+    # OpenCV's own thread pool ignores OMP_NUM_THREADS; set it where the app can import cv2
+    # (the runtime does not need it, and an app without it must not pay for the import).
+    if importlib.util.find_spec("cv2") is not None:
+        import cv2  # noqa: PLC0415
+
+        cv2.setNumThreads(1)
+        log.info("OpenCV configuré en single-thread")
     limit = limit_address_space(address_space_limit_mb)
     if limit is None:
         log.warning(

@@ -2,8 +2,9 @@
 
 Celery's ``max_tasks_per_child`` and ``max_memory_per_child`` only work in prefork. Here the
 worker finishes and acks its task, stops warm (prefetched, unacked messages go back to the
-queue), then replaces its own image with ``os.execv``: same PID, fresh memory, READY=1 again.
-systemd never sees a stop, so ``StartLimitBurst`` stays for real crashes.
+queue), then replaces its own image, as Celery's own SIGHUP restart does
+(``celery/apps/worker.py``): same PID, fresh memory, READY=1 again. systemd never sees a stop,
+so ``StartLimitBurst`` stays for real crashes.
 """
 
 from __future__ import annotations
@@ -28,22 +29,30 @@ def request_warm_stop() -> None:
     """Make the consumer loop stop after this task, the way SIGTERM's warm shutdown does.
 
     ``state.should_stop`` is read by the event loop between messages (celery/worker/loops.py,
-    ``maybe_shutdown``); the task running now is still acked, because with ``acks_late`` the ack
-    is sent when the task returns, before the loop checks the flag.
+    ``maybe_shutdown``); the task running now is still acked, because the ack is sent when the
+    task returns, before the loop checks the flag.
     """
     from celery.worker import state  # noqa: PLC0415 (worker-only import)
 
     state.should_stop = 0
 
 
-def reexec(argv: list[str] | None = None) -> NoReturn:
-    """Replace this process with a fresh ``python -m celery`` carrying the same arguments."""
-    argv = sys.argv if argv is None else argv
-    command = [sys.executable, "-m", "celery", *argv[1:]]
-    log.warning("recycling: re-executing %s", " ".join(command))
+def command() -> list[str]:
+    """The interpreter's own command line, exactly as it was started (``python -m celery``,
+    a console script...), so the new image is the same program."""
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
+def reexec(reason: str) -> NoReturn:
+    """Replace this process with a fresh copy of itself (callable from any thread)."""
+    argv = command()
+    log.warning("re-executing in place (%s): %s", reason, " ".join(argv))
     for handler in logging.getLogger().handlers:
         handler.flush()
     for stream in (sys.__stdout__, sys.__stderr__):
         if stream is not None:
             stream.flush()
-    os.execv(sys.executable, command)  # noqa: S606 (argv list, no shell)
+    # As Celery's SIGHUP restart: no descriptor but the standard streams survives into the
+    # new image (a library's socket opened without O_CLOEXEC would otherwise leak).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.execv(sys.executable, argv)  # noqa: S606 (argv list, no shell)

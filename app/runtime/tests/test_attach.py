@@ -1,0 +1,80 @@
+"""The runtime attaches to an app it has never seen: READY, STATUS, the app's own init kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import WORKER_ARGS, Harness, wait_record
+from helpers import wait_for
+
+from celery_stable.ledger import Ledger
+
+INIT_LINES = (
+    "Worker process initialized avec optimisations anti-crash",
+    "Limite mémoire processus configurée (1GB)",
+)
+
+
+def test_ready_once_consuming_and_status_names_the_running_task(
+    harness: Harness, ledger: Ledger
+) -> None:
+    worker = harness.ready_worker()
+    output = worker.output()
+    # The app's own worker_process_init handler ran, then the runtime's init.
+    assert output.index("proj: worker_process_init ran") < output.index(INIT_LINES[0])
+    for line in INIT_LINES:
+        assert line in output
+    assert harness.notify.lines("EXTEND_TIMEOUT_USEC=")
+    task_id = harness.send("proj.sleep", 1.5)
+    wait_for(
+        lambda: f"STATUS=running proj.sleep[{task_id}] · 1/10 tasks before recycle · RSS "
+        in " ".join(harness.notify.lines("STATUS=")),
+        10,
+        "a STATUS line naming the running task",
+    )
+    record = wait_record(ledger, task_id, ("done",), 30)
+    assert (record.name, record.attempts, record.crashes, record.pid) == (
+        "proj.sleep", 1, 0, worker.pid
+    )
+    assert record.time_limit == 900
+    wait_for(
+        lambda: any(s.startswith("STATUS=idle · 1/10 tasks before recycle · RSS ")
+                    for s in harness.notify.lines("STATUS=")),
+        10, "idle STATUS",
+    )  # fmt: skip
+    assert harness.notify.count("READY=1") == 1
+    assert harness.app.AsyncResult(task_id).get(timeout=10) == 1.5
+
+
+def test_an_app_that_opts_in_itself_reports_progress(harness: Harness, ledger: Ledger) -> None:
+    harness.ready_worker(CELERY_STABLE_APP_MODULE="optin")
+    task_id = harness.app.send_task("optin.count", args=[8, 0.25], queue="proj").id
+    wait_for(
+        lambda: any(f"STATUS=running optin.count[{task_id}] (frame " in s
+                    for s in harness.notify.lines("STATUS=")),
+        10, "a STATUS line with the task's progress",
+    )  # fmt: skip
+    record = wait_record(ledger, task_id, ("done",), 30)
+    assert record.progress.startswith("frame ")
+    assert record.progress.endswith("/8")
+
+
+def test_a_prefork_worker_is_refused_with_the_fix(harness: Harness) -> None:
+    args = [a for a in WORKER_ARGS if not a.startswith(("--pool", "--concurrency"))]
+    result = subprocess.run(
+        [sys.executable, *args, "--pool=prefork", "--concurrency=2"],
+        env=harness.env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "start the worker with --pool=solo --concurrency=1" in result.stdout + result.stderr
+
+
+def test_an_app_that_cannot_be_loaded_is_a_configuration_error(harness: Harness) -> None:
+    result = subprocess.run(
+        [sys.executable, *WORKER_ARGS],
+        env=harness.env(CELERY_STABLE_APP_MODULE="proj.nowhere"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 78, result.stderr
+    assert "cannot load the Celery app 'proj.nowhere' (celery_stable_app_module)" in result.stderr

@@ -1,0 +1,120 @@
+"""Stuck tasks, the operator's retry, lost messages, late telling, and Redis going away."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import Harness, RedisServer, Worker, wait_record
+from helpers import wait_for
+
+from celery_stable.ledger import Ledger
+
+
+def test_recovery_gives_up_a_task_whose_worker_stopped_beating(
+    harness: Harness, ledger: Ledger
+) -> None:
+    worker = harness.ready_worker()
+    task_id = harness.send("proj.sleep", 4)
+    wait_record(ledger, task_id, ("running",), 30)
+    # A healthy task that reports no progress keeps beating: nothing to recover.
+    time.sleep(2.5)
+    assert "nothing to recover" in harness.cli("recover", "--stuck-after", "2").stdout
+    worker.signal(signal.SIGSTOP)  # the host froze: no heartbeat any more
+    try:
+        time.sleep(3)
+        result = harness.cli("recover", "--stuck-after", "2")
+        assert result.returncode == 0, result.stderr
+        assert f"{task_id} (proj.sleep): failed (stuck: no heartbeat for " in result.stdout
+    finally:
+        worker.signal(signal.SIGCONT)
+    record = ledger.get(task_id)
+    assert record is not None
+    assert (record.state, record.cause) == ("failed", "stuck")
+    assert f"`celery-stable retry {task_id}`" in record.reason
+    # When it wakes up, the old attempt finds the task taken from it and records nothing.
+    wait_for(lambda: "outcome not recorded" in worker.output(), 30, "the stale outcome dropped")
+    assert ledger.get(task_id).state == "failed"  # type: ignore[union-attr]
+    hook = wait_for(harness.given_up, 30, "the give-up hook")
+    assert (hook[0]["task_id"], hook[0]["cause"]) == (task_id, "stuck")
+
+
+def test_retry_sends_the_original_message_again(harness: Harness, ledger: Ledger) -> None:
+    worker = harness.ready_worker(CELERY_STABLE_MAX_CRASHES="1")
+    task_id = harness.send("proj.crash_once", str(harness.tmp / "marker"))
+    assert worker.wait_exit(30) == -signal.SIGSEGV
+    reap = harness.cli("reap", env=harness.env(CELERY_STABLE_MAX_CRASHES="1"))
+    assert f"{task_id} (proj.crash_once): failed (crashed the worker 1 times" in reap.stdout
+    assert harness.cli("retry", "unknown").returncode == 4
+    result = harness.cli("retry", task_id)
+    assert result.returncode == 0, result.stderr
+    assert "its original message is back on its queue" in result.stdout
+    harness.ready_worker(CELERY_STABLE_MAX_CRASHES="1")
+    record = wait_record(ledger, task_id, ("done",), 60)
+    assert (record.attempts, record.crashes) == (2, 0)
+    assert harness.app.AsyncResult(task_id).get(timeout=10) == "survived"
+    assert harness.cli("retry", task_id).returncode == 5
+
+
+def test_a_requeued_task_whose_message_the_broker_lost_is_sent_again(
+    harness: Harness, ledger: Ledger
+) -> None:
+    worker = harness.ready_worker()
+    task_id = harness.send("proj.crash_once", str(harness.tmp / "marker"))
+    assert worker.wait_exit(30) == -signal.SIGSEGV
+    assert "requeued" in harness.cli("reap").stdout
+    ledger.client.delete("proj")  # a Redis that lost the queue (no persistence, a failover)
+    ledger.client.hset(ledger.key(task_id), "changed_at", time.time() - 60)
+    result = harness.cli("recover", "--stuck-after", "30")
+    assert f"{task_id} (proj.crash_once): resent (its message was missing" in result.stdout
+    assert "nothing to recover" in harness.cli("recover", "--stuck-after", "30").stdout
+    harness.ready_worker()
+    assert wait_record(ledger, task_id, ("done",), 30).attempts == 2
+
+
+def test_an_app_told_late_when_it_could_not_be_loaded(harness: Harness, ledger: Ledger) -> None:
+    worker = harness.ready_worker(CELERY_STABLE_MAX_CRASHES="1")
+    task_id = harness.send("proj.crash_always", "v1")
+    assert worker.wait_exit(30) == -signal.SIGSEGV
+    broken = harness.env(CELERY_STABLE_MAX_CRASHES="1", CELERY_STABLE_APP_MODULE="proj.gone")
+    result = harness.cli("reap", env=broken)
+    assert result.returncode == 0, result.stderr
+    assert "cannot load the Celery app 'proj.gone'" in result.stderr
+    record = ledger.get(task_id)
+    assert (record.state, record.notified) == ("failed", False)  # type: ignore[union-attr]
+    ledger.client.hset(ledger.key(task_id), "finished_at", time.time() - 60)
+    result = harness.cli("recover")
+    assert f"{task_id} (proj.crash_always): notified" in result.stdout
+    assert ledger.get(task_id).notified  # type: ignore[union-attr]
+    assert harness.app.AsyncResult(task_id).state == "FAILURE"
+    harness.ready_worker()
+    hook = wait_for(harness.given_up, 30, "the give-up hook")
+    assert [entry["task_id"] for entry in hook] == [task_id]
+
+
+def test_the_worker_waits_for_a_late_broker_and_extends_its_start(harness: Harness, tmp_path) -> None:  # noqa: ANN001
+    late = RedisServer(tmp_path)
+    worker: Worker = harness.worker(CELERY_BROKER_URL=late.url(0))
+    wait_for(lambda: "waiting for the broker at redis://127.0.0.1:" in worker.output(), 60, "waiting")
+    assert harness.notify.count("READY=1") == 0
+    assert harness.notify.lines("EXTEND_TIMEOUT_USEC=30000000")
+    assert "STATUS=waiting for broker" in harness.notify.lines("STATUS=")
+    late.start()
+    try:
+        wait_for(lambda: harness.notify.count("READY=1") == 1, 60, "READY once Redis is up")
+    finally:
+        worker.stop()
+        late.stop()
+
+
+def test_a_short_redis_restart_mid_task_loses_no_outcome(
+    harness: Harness, ledger: Ledger, redis_server: RedisServer
+) -> None:
+    harness.ready_worker()
+    task_id = harness.send("proj.sleep", 3)
+    wait_record(ledger, task_id, ("running",), 30)
+    redis_server.stop()
+    time.sleep(2)
+    redis_server.start()
+    record = wait_record(ledger, task_id, ("done",), 60)
+    assert record.attempts == 1
