@@ -43,7 +43,8 @@ run_stage() {
       if [[ -x scripts/wheelhouse.sh ]]; then scripts/wheelhouse.sh; fi
       ;;
     molecule:*)
-      molecule test -s "${1#molecule:}"
+      # The shared base named explicitly: Molecule finds it by the git root only.
+      molecule --base-config "$top/.config/molecule/config.yml" test -s "${1#molecule:}"
       ;;
     *) echo "unknown stage: $1" >&2; return 2 ;;
   esac
