@@ -41,11 +41,11 @@ run_stage() {
         -p pytest_expected_skips --expected-skips=tests/expected-skips.txt "${pytest_paths[@]}"
       ;;
     images)
-      scripts/images.sh bookworm amd64
-      if wants molecule:trixie || wants molecule:fleet; then scripts/images.sh trixie amd64; fi
-      if wants molecule:arm64; then scripts/images.sh bookworm arm64; fi
-      if [[ -x scripts/python-mirror.sh ]]; then scripts/python-mirror.sh; fi
-      if [[ -x scripts/wheelhouse.sh ]]; then scripts/wheelhouse.sh; fi
+      tests/infra/images.sh bookworm amd64
+      if wants molecule:trixie || wants molecule:fleet; then tests/infra/images.sh trixie amd64; fi
+      if wants molecule:arm64; then tests/infra/images.sh bookworm arm64; fi
+      tests/infra/python-mirror.sh
+      tests/infra/wheelhouse.sh
       ;;
     molecule:*)
       # The shared base named explicitly: Molecule finds it by the git root only.

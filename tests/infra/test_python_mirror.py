@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "python-mirror.sh"
+SCRIPT = ROOT / "tests" / "infra" / "python-mirror.sh"
 PYENV_312 = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions" / "3.12.1"
 
 

@@ -4,12 +4,12 @@
 # `docker import` it with systemd as PID 1. Users with a registry skip this by naming their own
 # image (CELERY_STABLE_IMAGE*).
 #
-#   scripts/images.sh                    # the default: bookworm amd64
-#   scripts/images.sh trixie amd64       # any Debian suite and architecture
-#   scripts/images.sh bookworm arm64     # foreign architectures run under qemu-user (binfmt)
-#   scripts/images.sh --rebuild SUITE ARCH   # build again even if the image is current
-#   scripts/images.sh --probe SUITE ARCH     # boot it; report boot state, then what each systemd
-#                                            # sandboxing directive and RLIMIT_AS really do there
+#   tests/infra/images.sh                        # the default: bookworm amd64
+#   tests/infra/images.sh trixie amd64           # any Debian suite and architecture
+#   tests/infra/images.sh bookworm arm64         # foreign architectures run under qemu-user (binfmt)
+#   tests/infra/images.sh --rebuild SUITE ARCH   # build again even if the image is current
+#   tests/infra/images.sh --probe SUITE ARCH     # boot it; report boot state, then what each
+#                                                # systemd sandboxing directive and RLIMIT_AS do there
 #
 # Prints the image name on stdout: celery-stable/SUITE-systemd:ARCH. Measured on this project's
 # build machine (2 cores): bookworm amd64 ~1 min, trixie amd64 ~1 min, bookworm arm64 ~3-4 min
@@ -124,7 +124,9 @@ recipe() { # SUITE ARCH
     sha256sum | cut -c1-16
 }
 
-# Changes to the debootstrapped tree before it becomes an image.
+# Changes to the debootstrapped tree before it becomes an image. Its code (`declare -f`: comments
+# aside) is part of the recipe, so a change rebuilds every image: the drop-in text below still
+# names scripts/images.sh, where this script used to live, so that moving it rebuilt nothing.
 customize() { # ROOTFS EMULATED(0|1)
   local rootfs=$1 emulated=$2 unit
   # A container has no consoles and no kernel modules: these units only fail or wait there.

@@ -2,9 +2,9 @@
 # A CPython download source of our own for `uv python install`, built from a local CPython tree,
 # for machines (air-gapped fleets, this build machine) where uv cannot reach python-build-standalone.
 #
-#   scripts/python-mirror.sh                 # build (cached), print the variables to use
-#   scripts/python-mirror.sh check [IMAGE..] # prove it in systemd host containers (default:
-#                                            # celery-stable/bookworm-systemd:amd64 and trixie)
+#   tests/infra/python-mirror.sh                 # build (cached), print the variables to use
+#   tests/infra/python-mirror.sh check [IMAGE..] # prove it in systemd host containers (default:
+#                                                # celery-stable/bookworm-systemd:amd64 and trixie)
 #
 # What it makes, in $PYTHON_MIRROR_DIR (default .cache/python-mirror):
 #   <build>/cpython-<ver>+<build>-<triple>-install_only_stripped.tar.gz
@@ -39,8 +39,8 @@
 # 2.36; Debian 13 has 2.41). Left out, as a headless server interpreter: the test suite, tkinter,
 # IDLE, turtledemo, the static libpython, and every third-party package but pip.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-self="$top/scripts/$(basename "$0")"
+top=$(cd "$(dirname "$0")/../.." && pwd)
+self="$top/tests/infra/$(basename "$0")"
 pyenv_root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
 default_src=$pyenv_root/versions/3.12.1
 # explicit: the sources were named (PYTHON_MIRROR_SRC set, even empty); else the default, if there.

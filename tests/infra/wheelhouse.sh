@@ -4,8 +4,8 @@
 # one) installs from a bind-mounted directory instead of downloading for minutes. It is what the
 # role's find-links variable points at (celery_stable_pip_find_links).
 #
-#   scripts/wheelhouse.sh          # download when the inputs changed; print the variables to use
-#   scripts/wheelhouse.sh --force  # download again even if nothing changed
+#   tests/infra/wheelhouse.sh          # download when the inputs changed; print the variables to use
+#   tests/infra/wheelhouse.sh --force  # download again even if nothing changed
 #
 # Environment:
 #   WHEELHOUSE_DIR        output (default: <repo>/.cache/wheelhouse), one flat directory of wheels
@@ -21,7 +21,7 @@
 # No pip/setuptools/wheel: the role installs the app with uv (UV_FIND_LINKS) and uv itself with the
 # venv's bundled pip, and every requirement is a wheel, so nothing here would ever use them.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+top=$(cd "$(dirname "$0")/../.." && pwd)
 out=${WHEELHOUSE_DIR:-$top/.cache/wheelhouse}
 reqs=${WHEELHOUSE_REQS:-$top/app/requirements.txt}
 pythons=${WHEELHOUSE_PYTHONS:-3.11 3.12}
