@@ -13,7 +13,8 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 # CELERY_STABLE_BOOTSTRAP=control skips the second list.
 packages=(python3-venv ca-certificates tar)
 if [[ "${CELERY_STABLE_BOOTSTRAP:-full}" != control ]]; then
-  packages+=(docker.io redis-server ffmpeg debootstrap qemu-user-static binfmt-support patchelf)
+  # patchelf, binutils (readelf, strip) and file: the offline CPython mirror, where a local CPython exists.
+  packages+=(docker.io redis-server ffmpeg debootstrap qemu-user-static binfmt-support patchelf binutils file)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -57,4 +58,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   fi
   echo "$want" > "$stamp"
 fi
-log "ready: $(.venv/bin/ansible --version | head -1)"
+# Whole output first: `ansible --version | head -1` made ansible write into a closed pipe
+# (a BrokenPipeError traceback at the top of every CI log).
+version=$(.venv/bin/ansible --version)
+log "ready: ${version%%$'\n'*}"

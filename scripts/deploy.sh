@@ -22,7 +22,7 @@ state=.cache/demo
 mkdir -p "$state"
 scripts/bootstrap.sh
 log "building what the container needs (cached after the first run)"
-scripts/molecule-deps.sh bookworm amd64
+tests/infra/molecule-deps.sh bookworm amd64
 image=${CELERY_STABLE_IMAGE:-celery-stable/bookworm-systemd:amd64}
 
 docker network inspect "$name" >/dev/null 2>&1 || docker network create "$name" >/dev/null

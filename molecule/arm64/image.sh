@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The arm64 scenario's host image: scripts/images.sh's bookworm arm64 image with the heavy Debian
-# packages the role installs already in it, so that the emulated converge does not spend minutes
+# The arm64 scenario's host image: tests/infra/images.sh's bookworm arm64 image with the heavy
+# Debian packages the role installs already in it, so that the emulated converge does not spend minutes
 # running dpkg under qemu-user (measured: `Install the system packages` 127 s of a 6-min
 # converge). A golden image, as fleets bake them: the role still runs every task; its apt task
 # finds the packages present. Installing them from a bare image is what the default scenario
@@ -21,7 +21,7 @@ packages="python3-venv python3-packaging ca-certificates ffmpeg python3.11 pytho
 log() { echo "[arm64-image] $*" >&2; }
 
 if [[ -n ${CELERY_STABLE_IMAGE_ARM64:-} ]]; then echo "$CELERY_STABLE_IMAGE_ARM64"; exit 0; fi
-"$top/scripts/images.sh" bookworm arm64 >/dev/null
+"$top/tests/infra/images.sh" bookworm arm64 >/dev/null
 base_id=$(docker image inspect -f '{{.Id}}' "$base")
 want=$({ echo "$base_id $packages"; cat "$0"; } | sha256sum | cut -c1-16)
 have=$(docker image inspect -f '{{index .Config.Labels "org.celery-stable.deps"}}' "$image" 2>/dev/null || true)

@@ -4,12 +4,12 @@
 # `docker import` it with systemd as PID 1. Users with a registry skip this by naming their own
 # image (CELERY_STABLE_IMAGE*).
 #
-#   scripts/images.sh                    # the default: bookworm amd64
-#   scripts/images.sh trixie amd64       # any Debian suite and architecture
-#   scripts/images.sh bookworm arm64     # foreign architectures run under qemu-user (binfmt)
-#   scripts/images.sh --rebuild SUITE ARCH   # build again even if the image is current
-#   scripts/images.sh --probe SUITE ARCH     # boot it; report boot state, then what each systemd
-#                                            # sandboxing directive and RLIMIT_AS really do there
+#   tests/infra/images.sh                        # the default: bookworm amd64
+#   tests/infra/images.sh trixie amd64           # any Debian suite and architecture
+#   tests/infra/images.sh bookworm arm64         # foreign architectures run under qemu-user (binfmt)
+#   tests/infra/images.sh --rebuild SUITE ARCH   # build again even if the image is current
+#   tests/infra/images.sh --probe SUITE ARCH     # boot it; report boot state, then what each
+#                                                # systemd sandboxing directive and RLIMIT_AS do there
 #
 # Prints the image name on stdout: celery-stable/SUITE-systemd:ARCH. Measured on this project's
 # build machine (2 cores): bookworm amd64 ~1 min, trixie amd64 ~1 min, bookworm arm64 ~3-4 min
@@ -20,15 +20,84 @@
 #     --security-opt apparmor=unconfined --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
 #     --tmpfs /run --tmpfs /run/lock --stop-signal SIGRTMIN+3 --network NET --hostname NAME IMAGE
 #
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian).
+# Environment: DEBIAN_MIRROR, the Debian archive debootstrap fetches from. Default: the one apt on
+# this machine already uses (the URI of the first Debian `main` entry of /etc/apt/sources.list,
+# then /etc/apt/sources.list.d/*.list and *.sources in name order, deb822 included); only when
+# none is configured (an Ubuntu host, say), http://deb.debian.org/debian, with a note.
 set -euo pipefail
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 rebuild=0 probe=0
 if [[ ${1:-} == --rebuild ]]; then rebuild=1; shift; fi
 if [[ ${1:-} == --probe ]]; then probe=1; shift; fi
 
 log() { echo "[images] $*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The first Debian archive with `main` in apt's sources: prints "URI<TAB>FILE". Debian's by suite
+# name (a codename or alias, not -security/-updates/-backports, whose archives debootstrap cannot
+# use); `mirror+file:` lists are read for their first URL; schemes debootstrap lacks are skipped.
+APT_SOURCES=${APT_SOURCES:-/etc/apt}
+apt_debian_mirror() {
+  local -a files=()
+  [[ -f $APT_SOURCES/sources.list ]] && files+=("$APT_SOURCES/sources.list")
+  local f
+  for f in "$APT_SOURCES"/sources.list.d/*.list "$APT_SOURCES"/sources.list.d/*.sources; do
+    [[ -f $f ]] && files+=("$f")
+  done
+  ((${#files[@]})) || return 1
+  # sources.list first, then sources.list.d in name order whatever the format, as apt reads them.
+  local sorted=() uri
+  [[ ${files[0]} == "$APT_SOURCES/sources.list" ]] && sorted+=("${files[0]}") && files=("${files[@]:1}")
+  if ((${#files[@]})); then mapfile -t -O "${#sorted[@]}" sorted < <(printf '%s\n' "${files[@]}" | sort); fi
+  for f in "${sorted[@]}"; do
+    while IFS= read -r uri; do
+      if [[ $uri == mirror+file:* ]]; then
+        uri=$(sed -n 's/^[[:space:]]*\([a-z]*:\/\/[^[:space:]]*\).*/\1/p' "${uri#mirror+file:}" 2>/dev/null | head -1)
+      fi
+      [[ $uri =~ ^(https?|file):// ]] || continue
+      printf '%s\t%s\n' "${uri%/}" "$f"
+      return 0
+    done < <(awk -v deb822="$([[ $f == *.sources ]] && echo 1 || echo 0)" '
+      function debian(suite) {
+        return suite ~ /^(buster|bullseye|bookworm|trixie|forky|duke|sid|stable|testing|unstable|oldstable|oldoldstable)$/
+      }
+      function emit(types, uris, suites, comps, enabled,   n, i, s, ok) {
+        if (types !~ /(^|[ \t])deb([ \t]|$)/ || comps !~ /(^|[ \t])main([ \t]|$)/ || enabled ~ /^(no|false)$/) return
+        n = split(suites, s, /[ \t]+/); ok = 0
+        for (i = 1; i <= n; i++) if (debian(s[i])) ok = 1
+        if (!ok) return
+        split(uris, s, /[ \t]+/); print s[1]
+      }
+      deb822 == 0 {
+        sub(/#.*/, ""); if (NF < 3) next
+        i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+        if (i + 1 > NF) next
+        comps = ""; for (j = i + 2; j <= NF; j++) comps = comps " " $j
+        emit($1, $i, $(i + 1), comps, "")
+        next
+      }
+      deb822 == 1 {
+        if ($0 ~ /^[ \t]*#/) next
+        if ($0 ~ /^[ \t]*$/) { emit(t, u, su, c, e); t = u = su = c = e = ""; next }
+        key = tolower($1); val = $0; sub(/^[^:]*:[ \t]*/, "", val)
+        if (key == "types:") t = val; else if (key == "uris:") u = val
+        else if (key == "suites:") su = val; else if (key == "components:") c = val
+        else if (key == "enabled:") e = tolower(val)
+      }
+      END { if (deb822 == 1) emit(t, u, su, c, e) }
+    ' "$f")
+  done
+  return 1
+}
+
+if [[ -n ${DEBIAN_MIRROR:-} ]]; then
+  mirror=${DEBIAN_MIRROR%/} mirror_from="DEBIAN_MIRROR"
+elif found=$(apt_debian_mirror); then
+  mirror=${found%%$'\t'*} mirror_from=${found#*$'\t'}
+else
+  mirror=http://deb.debian.org/debian mirror_from=""
+  log "note: no Debian 'main' archive in apt's sources ($APT_SOURCES/sources.list{,.d/}); using $mirror" \
+    "(set DEBIAN_MIRROR to use another)"
+fi
 
 # What a target needs before Ansible can manage it: systemd as init, a Python for Ansible's
 # modules, apt bindings for the apt module, dbus for systemctl, CA certificates for HTTPS.
@@ -55,7 +124,9 @@ recipe() { # SUITE ARCH
     sha256sum | cut -c1-16
 }
 
-# Changes to the debootstrapped tree before it becomes an image.
+# Changes to the debootstrapped tree before it becomes an image. Its code (`declare -f`: comments
+# aside) is part of the recipe, so a change rebuilds every image: the drop-in text below still
+# names scripts/images.sh, where this script used to live, so that moving it rebuilt nothing.
 customize() { # ROOTFS EMULATED(0|1)
   local rootfs=$1 emulated=$2 unit
   # A container has no consoles and no kernel modules: these units only fail or wait there.
@@ -108,7 +179,7 @@ build() {
   rootfs=$(mktemp -d "${TMPDIR:-/tmp}/rootfs-$suite-$arch.XXXX")
   # shellcheck disable=SC2064
   trap "rm -rf '$rootfs' '$rootfs.log'" RETURN
-  log "debootstrap $suite/$arch$( ((emulated)) && echo ' under qemu-user') (1-4 min)"
+  log "debootstrap $suite/$arch$( ((emulated)) && echo ' under qemu-user') from $mirror${mirror_from:+ ($mirror_from)} (1-4 min)"
   debootstrap --variant=minbase --arch="$arch" --include="$include" "$suite" "$rootfs" "$mirror" \
     >"$rootfs.log" 2>&1 || { tail -20 "$rootfs.log" >&2; die "debootstrap $suite/$arch failed"; }
   customize "$rootfs" "$emulated"

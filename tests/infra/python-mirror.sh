@@ -2,9 +2,9 @@
 # A CPython download source of our own for `uv python install`, built from a local CPython tree,
 # for machines (air-gapped fleets, this build machine) where uv cannot reach python-build-standalone.
 #
-#   scripts/python-mirror.sh                 # build (cached), print the variables to use
-#   scripts/python-mirror.sh check [IMAGE..] # prove it in systemd host containers (default:
-#                                            # celery-stable/bookworm-systemd:amd64 and trixie)
+#   tests/infra/python-mirror.sh                 # build (cached), print the variables to use
+#   tests/infra/python-mirror.sh check [IMAGE..] # prove it in systemd host containers (default:
+#                                                # celery-stable/bookworm-systemd:amd64 and trixie)
 #
 # What it makes, in $PYTHON_MIRROR_DIR (default .cache/python-mirror):
 #   <build>/cpython-<ver>+<build>-<triple>-install_only_stripped.tar.gz
@@ -15,9 +15,18 @@
 #       uv's --python-downloads-json-url list (UV_PYTHON_DOWNLOADS_JSON_URL): one entry per
 #       archive with its sha256; URLs under $PYTHON_MIRROR_URL, where the hosts see this directory.
 #
+# Where there is no local CPython (a fresh host with internet and no pyenv: README's two commands),
+# nothing is built: the script says that uv will download CPython itself and exits 0, without a
+# downloads.json, so the role's celery_stable_uv_python_downloads_json_url stays empty (Molecule's
+# group_vars and scripts/deploy.sh set it only when that file exists). A downloads.json built
+# earlier is kept, and said so: its archives are self-contained and still valid.
+#
 # Environment:
-#   PYTHON_MIRROR_SRC   CPython install prefix(es), space-separated (default: pyenv's 3.12.1).
-#                       A shared-libpython build of a 3.x release, x86_64 or aarch64.
+#   PYTHON_MIRROR_SRC   CPython install prefix(es), space-separated (default: pyenv's 3.12.1,
+#                       skipped as above when absent). A shared-libpython build of a 3.x release,
+#                       x86_64 or aarch64. Named explicitly, a prefix that is not there is an
+#                       error (a typo must not turn into downloads from the internet, or into a
+#                       failed download on an air-gapped fleet); set but empty: build nothing.
 #   PYTHON_MIRROR_DIR   output directory (default: <repo>/.cache/python-mirror)
 #   PYTHON_MIRROR_URL   how hosts reach that directory (default: file:///srv/celery-stable-mirror,
 #                       the bind mount of the Molecule scenarios; https://artifacts.example/... for
@@ -30,10 +39,13 @@
 # 2.36; Debian 13 has 2.41). Left out, as a headless server interpreter: the test suite, tkinter,
 # IDLE, turtledemo, the static libpython, and every third-party package but pip.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-self="$top/scripts/$(basename "$0")"
-pyenv_root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-/root/.pyenv}")
-srcs=${PYTHON_MIRROR_SRC:-$pyenv_root/versions/3.12.1}
+top=$(cd "$(dirname "$0")/../.." && pwd)
+self="$top/tests/infra/$(basename "$0")"
+pyenv_root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+default_src=$pyenv_root/versions/3.12.1
+# explicit: the sources were named (PYTHON_MIRROR_SRC set, even empty); else the default, if there.
+explicit=${PYTHON_MIRROR_SRC+1}
+srcs=${PYTHON_MIRROR_SRC-$default_src}
 out=${PYTHON_MIRROR_DIR:-$top/.cache/python-mirror}
 url_base=${PYTHON_MIRROR_URL:-file:///srv/celery-stable-mirror}
 url_base=${url_base%/}
@@ -259,14 +271,39 @@ EOF
   if cmp -s "$tmp" "$out/downloads.json"; then rm -f "$tmp"; else mv "$tmp" "$out/downloads.json"; fi
 }
 
+# No source to package: uv downloads CPython on the hosts, as on any host with internet.
+# Returns 1 when there is a source to build from.
+nothing_to_build() {
+  local why
+  if [[ -n $explicit ]]; then
+    [[ -z ${srcs// /} ]] || return 1
+    why="PYTHON_MIRROR_SRC is empty"
+  else
+    [[ -e $default_src ]] && return 1
+    why="no local CPython at $default_src (the default source; PYTHON_MIRROR_SRC names others)"
+  fi
+  if [[ -f $out/downloads.json ]]; then
+    log "$why: nothing to build; keeping the mirror built before in $out"
+  else
+    log "$why: no mirror built; uv will download CPython on the hosts itself" \
+      "(celery_stable_uv_python_downloads_json_url stays empty)"
+  fi
+  return 0
+}
+
 build_all() {
-  command -v patchelf >/dev/null || die "patchelf is missing (apt-get install -y patchelf)"
+  if nothing_to_build; then return 0; fi
+  local src tool
+  for src in $srcs; do [[ -d $src/bin && -d $src/lib ]] || die "$src is not a CPython install prefix"; done
+  for tool in patchelf readelf strip file; do
+    command -v "$tool" >/dev/null ||
+      die "$tool is missing (apt-get install -y patchelf binutils file; scripts/bootstrap.sh installs them)"
+  done
   mkdir -p "$out"
   # Molecule's dependency step runs this too, maybe at the same time: one build at a time.
   exec 9>"$out/.lock"
   flock 9
   rm -f "$out"/.entry-*
-  local src
   for src in $srcs; do package "$src"; done
   write_json
   # Archives no longer listed (an old build tag) are removed.
@@ -346,7 +383,10 @@ check() {
 
 case "${1:-build}" in
   build) build_all ;;
-  check) shift; build_all >/dev/null; check "$@" ;;
+  check)
+    shift; build_all >/dev/null
+    [[ -f $out/downloads.json ]] || die "no mirror to check in $out"
+    check "$@" ;;
   -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
   *) die "usage: $0 [build | check [IMAGE...]]" ;;
 esac

@@ -4,26 +4,30 @@
 # one) installs from a bind-mounted directory instead of downloading for minutes. It is what the
 # role's find-links variable points at (celery_stable_pip_find_links).
 #
-#   scripts/wheelhouse.sh          # download when the inputs changed; print the variables to use
-#   scripts/wheelhouse.sh --force  # download again even if nothing changed
+#   tests/infra/wheelhouse.sh          # download when the inputs changed; print the variables to use
+#   tests/infra/wheelhouse.sh --force  # download again even if nothing changed
 #
 # Environment:
 #   WHEELHOUSE_DIR        output (default: <repo>/.cache/wheelhouse), one flat directory of wheels
-#   WHEELHOUSE_REQS       requirements file (default: app/requirements.txt)
+#   WHEELHOUSE_REQS       requirements files, space-separated (default: every requirements.txt
+#                         under app/ and tests/ that git tracks; without git, every one found)
 #   WHEELHOUSE_PYTHONS    CPython versions (default: "3.11 3.12": Debian 12's, and the role's)
 #   WHEELHOUSE_ARCHES     architectures (default: "x86_64 aarch64")
 #   WHEELHOUSE_GLIBC      newest manylinux glibc accepted (default: 2.36, Debian 12's)
 #   WHEELHOUSE_UV_VERSION uv's version (default: the uv pin of requirements-dev.txt)
 #   WHEELHOUSE_MOUNT      where hosts see the directory (default: /srv/celery-stable-wheels)
 #
+# Each requirements file is downloaded on its own (they are separate venvs and may pin the same
+# package differently); a file with `--hash=` lines is downloaded in pip's hash-checking mode,
+# which then needs a hash for every requirement of that file (as `uv pip compile
+# --generate-hashes` writes them), and the others without.
 # Wheels only (--only-binary=:all:): a host never compiles. A requirement without a wheel for a
 # target fails here, naming it, rather than on the host. Wheels no longer needed are removed.
 # No pip/setuptools/wheel: the role installs the app with uv (UV_FIND_LINKS) and uv itself with the
 # venv's bundled pip, and every requirement is a wheel, so nothing here would ever use them.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+top=$(cd "$(dirname "$0")/../.." && pwd)
 out=${WHEELHOUSE_DIR:-$top/.cache/wheelhouse}
-reqs=${WHEELHOUSE_REQS:-$top/app/requirements.txt}
 pythons=${WHEELHOUSE_PYTHONS:-3.11 3.12}
 arches=${WHEELHOUSE_ARCHES:-x86_64 aarch64}
 glibc=${WHEELHOUSE_GLIBC:-2.36}
@@ -34,7 +38,19 @@ force=0
 log() { echo "[wheelhouse] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[[ -f $reqs ]] || die "$reqs does not exist"
+reqs=()
+if [[ -n ${WHEELHOUSE_REQS:-} ]]; then
+  read -r -a reqs <<<"$WHEELHOUSE_REQS"
+  for r in "${reqs[@]}"; do [[ -f $r ]] || die "$r does not exist (WHEELHOUSE_REQS)"; done
+else
+  if git -C "$top" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    mapfile -t found < <(git -C "$top" ls-files ':(glob)app/**/requirements.txt' ':(glob)tests/**/requirements.txt')
+  else
+    mapfile -t found < <(cd "$top" && find app tests -name requirements.txt -type f -not -path '*/.*' 2>/dev/null | sort)
+  fi
+  for r in "${found[@]}"; do [[ -f $top/$r ]] && reqs+=("$top/$r"); done
+  ((${#reqs[@]})) || die "no requirements.txt under app/ or tests/ (set WHEELHOUSE_REQS)"
+fi
 uv_version=${WHEELHOUSE_UV_VERSION:-$(sed -n 's/^uv==\([^ ;#]*\).*/\1/p' "$top/requirements-dev.txt" 2>/dev/null | head -1)}
 [[ -n $uv_version ]] || die "no uv version (set WHEELHOUSE_UV_VERSION)"
 
@@ -58,8 +74,10 @@ exec 9>"$out/.lock"
 flock 9   # molecule's dependency step may run this at the same time
 
 stamp="$out/.inputs"
+# Which files (by path) and what they say, this script, the targets.
 inputs=$({
-  sha256sum "$reqs" "$0" | cut -d' ' -f1
+  for r in "${reqs[@]}"; do echo "${r#"$top"/} $(sha256sum <"$r" | cut -d' ' -f1)"; done
+  sha256sum <"$0" | cut -d' ' -f1
   echo "$pythons|$arches|$glibc|$uv_version"
 } | sha256sum | cut -d' ' -f1)
 manifest="$out/.manifest"
@@ -93,7 +111,11 @@ else
   }
   for arch in $arches; do
     for py in $pythons; do
-      fetch "$arch" "cp${py/./} $arch" --python-version "$py" -r "$reqs"
+      for r in "${reqs[@]}"; do
+        hashes=()
+        grep -q -- '--hash=' "$r" && hashes=(--require-hashes)
+        fetch "$arch" "cp${py/./} $arch ${r#"$top"/}${hashes:+ (hashes checked)}" --python-version "$py" "${hashes[@]}" -r "$r"
+      done
     done
     fetch "$arch" "uv $uv_version $arch" --python-version "${pythons%% *}" "uv==$uv_version"
   done
@@ -107,7 +129,7 @@ else
 fi
 
 cat <<EOF
-# Wheelhouse: $out
+# Wheelhouse: $out, from ${reqs[*]#"$top"/}
 # Role variables, with the directory bind-mounted (or copied) at $mount on the hosts:
 celery_stable_pip_find_links=['$mount']
 # Docker bind mount: -v $out:$mount:ro
