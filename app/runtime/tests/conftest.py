@@ -252,7 +252,9 @@ class Harness:
     def send(self, name: str, *args: Any, **options: Any) -> str:
         return self.app.send_task(name, args=list(args), queue=QUEUE, **options).id
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "celery_stable", *args],
             env=env or self.env(), capture_output=True, text=True, timeout=120, check=False,
@@ -279,7 +281,9 @@ def harness(
     h.close()
 
 
-def wait_record(ledger: Ledger, task_id: str, states: tuple[str, ...], timeout: float) -> TaskRecord:
+def wait_record(
+    ledger: Ledger, task_id: str, states: tuple[str, ...], timeout: float
+) -> TaskRecord:
     def check() -> TaskRecord | None:
         record = ledger.get(task_id)
         return record if record and record.state in states else None

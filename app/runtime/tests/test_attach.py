@@ -28,14 +28,19 @@ def test_ready_once_consuming_and_status_names_the_running_task(
     assert harness.notify.lines("EXTEND_TIMEOUT_USEC=")
     task_id = harness.send("proj.sleep", 1.5)
     wait_for(
-        lambda: f"STATUS=running proj.sleep[{task_id}] · 1/10 tasks before recycle · RSS "
-        in " ".join(harness.notify.lines("STATUS=")),
+        lambda: (
+            f"STATUS=running proj.sleep[{task_id}] · 1/10 tasks before recycle · RSS "
+            in " ".join(harness.notify.lines("STATUS="))
+        ),
         10,
         "a STATUS line naming the running task",
     )
     record = wait_record(ledger, task_id, ("done",), 30)
     assert (record.name, record.attempts, record.crashes, record.pid) == (
-        "proj.sleep", 1, 0, worker.pid
+        "proj.sleep",
+        1,
+        0,
+        worker.pid,
     )
     assert record.time_limit == 900
     wait_for(

@@ -114,7 +114,9 @@ def test_a_redelivered_copy_of_a_finished_task_is_acked_and_ignored(
     # What kombu does after the visibility timeout with a copy it still holds.
     with harness.app.connection_for_write() as connection:
         broker.restore(connection, record.tags[-1], copy)
-    wait_for(lambda: "ignored a redelivered copy of task proj.sleep" in worker.output(), 30, "ignored")
+    wait_for(
+        lambda: "ignored a redelivered copy of task proj.sleep" in worker.output(), 30, "ignored"
+    )
     assert worker.output().count(f"Task proj.sleep[{task_id}] received") == 2
     assert worker.output().count(f"Task proj.sleep[{task_id}] succeeded") == 1
     assert ledger.get(task_id).attempts == 1  # type: ignore[union-attr]

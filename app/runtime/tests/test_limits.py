@@ -32,7 +32,9 @@ def test_recycles_after_n_tasks_of_any_name_in_place(harness: Harness, ledger: L
         assert (record.attempts, record.pid) == (1, worker.pid)
     failed = ledger.get(tasks[2])
     assert (failed.state, failed.cause, failed.reason) == (  # type: ignore[union-attr]
-        "failed", "error", "ValueError: the team's own bug"
+        "failed",
+        "error",
+        "ValueError: the team's own bug",
     )
     output = worker.output()
     assert output.count("recycling after this task: 2 tasks done") == 2
@@ -84,7 +86,9 @@ def test_a_task_past_its_hard_limit_is_failed_and_the_worker_re_executed(
     past = (record.finished_at or 0) - (started.started_at or 0) - 2
     assert 0 < past < 4, past
     assert (record.cause, record.attempts) == ("time-limit", 1)
-    assert record.reason.startswith("exceeded its hard time limit of 2 s; the worker was re-executed")
+    assert record.reason.startswith(
+        "exceeded its hard time limit of 2 s; the worker was re-executed"
+    )
     # Pings stopped at the limit, then a fresh image under the same PID, with no restart spent.
     wait_for(lambda: harness.notify.count("READY=1") == 2, 30, "READY after the re-exec")
     assert worker.running()

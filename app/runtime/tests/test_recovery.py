@@ -92,10 +92,14 @@ def test_an_app_told_late_when_it_could_not_be_loaded(harness: Harness, ledger: 
     assert [entry["task_id"] for entry in hook] == [task_id]
 
 
-def test_the_worker_waits_for_a_late_broker_and_extends_its_start(harness: Harness, tmp_path) -> None:  # noqa: ANN001
+def test_the_worker_waits_for_a_late_broker_and_extends_its_start(
+    harness: Harness, tmp_path
+) -> None:
     late = RedisServer(tmp_path)
     worker: Worker = harness.worker(CELERY_BROKER_URL=late.url(0))
-    wait_for(lambda: "waiting for the broker at redis://127.0.0.1:" in worker.output(), 60, "waiting")
+    wait_for(
+        lambda: "waiting for the broker at redis://127.0.0.1:" in worker.output(), 60, "waiting"
+    )
     assert harness.notify.count("READY=1") == 0
     assert harness.notify.lines("EXTEND_TIMEOUT_USEC=30000000")
     assert "STATUS=waiting for broker" in harness.notify.lines("STATUS=")

@@ -154,7 +154,9 @@ def notify(ctx: Context, task_id: str) -> bool:
         )
         return False
     try:
-        args, kwargs, request = decode_call(record, accept=prepare_accept_content(app.conf.accept_content))
+        args, kwargs, request = decode_call(
+            record, accept=prepare_accept_content(app.conf.accept_content)
+        )
         backend = app.backend
         if not isinstance(backend, DisabledBackend):
             backend.mark_as_failure(

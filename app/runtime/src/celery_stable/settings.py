@@ -227,6 +227,15 @@ def _describe(variable: Variable, raw: str | None) -> str:
     return f"{name} = {shown}"
 
 
+INVENTORY = "the inventory"
+
+
+def _fix(source: str) -> str:
+    if source == INVENTORY:
+        return "Fix it in the inventory"
+    return f"Fix it in the inventory and deploy again (it reached this host through {source})"
+
+
 def parse_all(env: Mapping[str, str], source: str) -> tuple[dict[str, object], list[str]]:
     """(values by attribute, one message per bad variable), relations between them included."""
     values: dict[str, object] = {}
@@ -239,7 +248,7 @@ def parse_all(env: Mapping[str, str], source: str) -> tuple[dict[str, object], l
         try:
             values[variable.attr] = variable.parse(variable.default if raw is None else raw)
         except Invalid as why:
-            fix = f"Fix it in the inventory (or {source})"
+            fix = _fix(source)
             if variable.default is not None:
                 fix += f"; unset it to get the default {variable.default!r}"
             problems.append(f"{_describe(variable, raw)} is not valid: {why}. {fix}.")

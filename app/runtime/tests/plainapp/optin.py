@@ -2,8 +2,9 @@
 
 import time
 
-import celery_stable
 from celery import Celery
+
+import celery_stable
 
 app = Celery("optin")
 app.conf.update(task_default_queue="proj", worker_prefetch_multiplier=1)

@@ -68,8 +68,19 @@ def fails():
 
 
 @app.task(name="proj.on_given_up")
-def on_given_up(task_name, task_id, args, kwargs, cause, reason):
+def on_given_up(task_name, task_id, args, kwargs, cause, reason):  # noqa: PLR0917 (the hook's contract)
     """The team's hook: what the runtime gave up, appended to a JSON-lines file."""
     with open(os.environ["PROJ_HOOK_LOG"], "a") as handle:
-        handle.write(json.dumps({"task_name": task_name, "task_id": task_id, "args": args,
-                                 "kwargs": kwargs, "cause": cause, "reason": reason}) + "\n")
+        handle.write(
+            json.dumps(
+                {
+                    "task_name": task_name,
+                    "task_id": task_id,
+                    "args": args,
+                    "kwargs": kwargs,
+                    "cause": cause,
+                    "reason": reason,
+                }
+            )
+            + "\n"
+        )
