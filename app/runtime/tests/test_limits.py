@@ -110,6 +110,12 @@ def test_a_tasks_own_time_limit_wins_over_the_operators(harness: Harness, ledger
     assert record.reason.startswith("exceeded its hard time limit of 2 s")
     header = harness.send("proj.sleep", 30, time_limit=1)
     assert wait_record(ledger, header, ("failed",), 30).time_limit == 1
+    # The app's own task_time_limit, which Celery ignores under solo, is the task's own too.
+    wait_for(lambda: harness.notify.count("READY=1") == 3, 30, "READY after two re-execs")
+    harness.workers[-1].stop()
+    harness.ready_worker(PROJ_TASK_TIME_LIMIT="3")
+    app_wide = harness.send("proj.sleep", 30)
+    assert wait_record(ledger, app_wide, ("failed",), 30).time_limit == 3
 
 
 def test_a_gil_holding_hang_stops_the_pings_and_is_killed(harness: Harness, ledger: Ledger) -> None:

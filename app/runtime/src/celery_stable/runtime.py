@@ -127,8 +127,13 @@ class Runtime:
         )
 
     def time_limit_for(self, request: Any) -> float:
-        """The task's own hard limit (message header, then task class), else the operator's."""
-        hard = (request.time_limits or (None, None))[0] or getattr(request.task, "time_limit", None)
+        """The task's own hard limit, as Celery would take it (its message's header, the task's
+        ``time_limit``, the app's ``task_time_limit``), else the operator's."""
+        hard = (
+            (request.time_limits or (None, None))[0]
+            or getattr(request.task, "time_limit", None)
+            or self.app.conf.task_time_limit
+        )
         return float(hard or self.settings.time_limit_sec)
 
     # --- worker life cycle ---------------------------------------------------------------------
@@ -172,7 +177,7 @@ class Runtime:
     def _widen_visibility_timeout(self) -> None:
         """Redis must never hand a running task to a second worker: the visibility timeout
         outlives the longest hard limit of any task of the app."""
-        limits = [self.settings.time_limit_sec] + [
+        limits = [self.settings.time_limit_sec, self.app.conf.task_time_limit or 0] + [
             task.time_limit for task in self.app.tasks.values() if task.time_limit
         ]
         needed = int(max(limits)) + VISIBILITY_MARGIN_SEC
@@ -182,7 +187,7 @@ class Runtime:
             self.app.conf.broker_transport_options = options
         log.info(
             "hard limit %d s for tasks without their own; broker visibility timeout %d s",
-            self.settings.time_limit_sec,
+            self.app.conf.task_time_limit or self.settings.time_limit_sec,
             options.get("visibility_timeout", 3600),
         )
 

@@ -134,7 +134,7 @@ VARIABLES: tuple[Variable, ...] = (
              "recycle the worker in place once its RSS reaches this (KiB, the guide's unit)"),
     Variable("CELERY_STABLE_TIME_LIMIT_SEC", "time_limit_sec", "celery_stable_time_limit_sec",
              "900", _int(1, 7 * 86400, "seconds"),
-             "hard limit of a task that sets no time_limit of its own"),
+             "hard limit of a task with none of its own (time_limit, the app's task_time_limit)"),
     Variable("CELERY_STABLE_ADDRESS_SPACE_LIMIT_MB", "address_space_limit_mb",
              "celery_stable_address_space_limit_mb", "1024", _int(256, 1 << 30, "MiB"),
              "RLIMIT_AS of the worker and its children (Python, OpenCV and ffmpeg need 256)"),

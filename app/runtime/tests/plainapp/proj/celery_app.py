@@ -16,6 +16,10 @@ app.conf.update(
     task_acks_late=os.environ.get("PROJ_ACKS_LATE", "0") == "1",
     worker_prefetch_multiplier=1,
     result_extended=True,
+    # Celery's own app-wide hard limit, when the team sets one (ignored by Celery under solo).
+    task_time_limit=int(os.environ["PROJ_TASK_TIME_LIMIT"])
+    if "PROJ_TASK_TIME_LIMIT" in os.environ
+    else None,
 )
 
 
