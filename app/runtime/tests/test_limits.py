@@ -150,3 +150,18 @@ def test_a_stop_during_a_due_recycle_stops_instead_of_re_executing(
     assert ledger.get(task_id).state == "done"  # type: ignore[union-attr]
     assert harness.notify.count("READY=1") == 1
     assert harness.notify.count("STOPPING=1") == 1
+
+
+def test_a_task_that_exits_is_failed_and_the_worker_lives_on(
+    harness: Harness, ledger: Ledger
+) -> None:
+    worker = harness.ready_worker()
+    task_id = harness.send("proj.exits", 3)
+    record = wait_record(ledger, task_id, ("failed",), 30)
+    assert (record.cause, record.attempts) == ("exit", 1)
+    assert record.reason.startswith("ended its worker process (TypeError:")
+    # Without the runtime Celery stops with exit 1 here, which Restart=on-abnormal ignores.
+    wait_for(lambda: harness.notify.count("READY=1") == 2, 30, "READY after the re-exec")
+    assert worker.running()
+    assert wait_record(ledger, harness.send("proj.add", 1, 1), ("done",), 30).pid == worker.pid
+    assert ledger.client.hlen("unacked") == 0

@@ -264,12 +264,41 @@ class Runtime:
             )
             try:
                 with native_hang_guard(limit + ENFORCE_SLACK_SEC + NATIVE_GUARD_EXTRA_SEC):
-                    return process_task(request)
-            finally:
+                    result = process_task(request)
+            except Exception as exc:
                 self.tracker.finish()
-                self.after(request, attempt)
+                self.on_escaped(request, attempt, exc)
+                raise
+            except BaseException:
+                # A shutdown (WorkerShutdown, WorkerTerminate...): the record stays running and
+                # the next start's reap puts the task back.
+                self.tracker.finish()
+                raise
+            self.tracker.finish()
+            self.after(request, attempt)
+            return result
 
         return protected
+
+    def on_escaped(self, request: Any, attempt: int, exc: Exception) -> None:
+        """Something escaped Celery's own tracing (under solo, a task's ``sys.exit()`` ends in
+        a TypeError and Celery stops the worker with exit 1, which systemd does not restart):
+        give the task up and carry on in a fresh image, as prefork would with a fresh child."""
+        log.critical(
+            "task %s[%s] ended its worker (%s: %s): giving it up and re-executing in place",
+            request.name, request.id, type(exc).__name__, exc, exc_info=True,
+        )  # fmt: skip
+        record = self.ledger.get(request.id)
+        if record is not None and record.state == "running" and record.attempts == attempt:
+            give_up(
+                self.context(),
+                record,
+                "exit",
+                f"ended its worker process ({type(exc).__name__}: {exc}; a task that calls "
+                f"sys.exit()?); {retry_hint(request.id)}",
+            )
+        if not self.stop_requested:
+            self._reexec(f"task {request.id} ended its worker")
 
     def admit(self, request: Any) -> int | None:
         """Record the attempt in the ledger; its number, or None for a copy not to run."""

@@ -84,3 +84,9 @@ def on_given_up(task_name, task_id, args, kwargs, cause, reason):  # noqa: PLR09
             )
             + "\n"
         )
+
+
+@app.task(name="proj.exits")
+def exits(code):
+    """A task that calls sys.exit(): under solo Celery lets it end the whole worker."""
+    raise SystemExit(code)
