@@ -122,3 +122,28 @@ def test_a_short_redis_restart_mid_task_loses_no_outcome(
     redis_server.start()
     record = wait_record(ledger, task_id, ("done",), 60)
     assert record.attempts == 1
+
+
+def test_a_redis_that_stops_answering_does_not_stop_the_watchdog(
+    harness: Harness, ledger: Ledger, redis_server: RedisServer
+) -> None:
+    """A partition (packets dropped, not refused): SIGSTOP makes Redis accept and never answer."""
+    worker = harness.ready_worker(WATCHDOG_USEC="2000000")
+    task_id = harness.send("proj.sleep", 9)
+    wait_record(ledger, task_id, ("running",), 30)
+    assert redis_server.proc is not None
+    stopped = time.monotonic()
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(6)
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    pings = [t for t in harness.notify.times("WATCHDOG=1") if t >= stopped - 1]
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    # WatchdogSec=2 is pinged every 0.5 s; systemd would kill after a 2 s silence.
+    assert pings
+    assert max(gaps) < 1.5, gaps
+    assert pings[-1] > stopped + 5.5
+    record = wait_record(ledger, task_id, ("done",), 60)
+    assert record.attempts == 1
+    assert worker.running()

@@ -1,9 +1,11 @@
-"""The worker's one background thread: watchdog, STATUS, heartbeat, stats, hard limit.
+"""The worker's two background threads: the monitor (watchdog, STATUS, hard limit) and the
+reporter (heartbeat, stats), the only code that runs while a task runs under the solo pool.
 
-Under the solo pool it is the only code that runs while a task runs, so every limit that must
-hold *during* a task is enforced here. It pings the systemd watchdog only while the current task
-is within its hard limit; a native call that holds the GIL stops this thread too, so the pings
-stop by themselves and systemd kills the worker ``WatchdogSec`` later.
+The monitor pings the systemd watchdog only while the current task is within its hard limit; a
+native call that holds the GIL stops it too, so the pings stop by themselves and systemd kills
+the worker ``WatchdogSec`` later. It never waits on Redis: a Redis that drops packets (a
+partition) blocks a client for its socket timeout and retries, and a watchdog fed from the same
+thread would get a healthy worker killed. Everything that talks to Redis is the reporter's.
 """
 
 from __future__ import annotations
@@ -85,51 +87,36 @@ class TaskTracker:
 
 
 class Monitor(threading.Thread):
+    """Watchdog pings, start-timeout extensions, STATUS, and the hard limit: no Redis here."""
+
     def __init__(
         self,
         tracker: TaskTracker,
-        ledger: Ledger,
         notifier: Notifier,
         *,
         watchdog_usec: int | None,
-        heartbeat_interval_sec: float,
-        stats_interval_sec: float,
-        metrics_file: Path | None,
         on_time_limit: Callable[[CurrentTask], None],
     ) -> None:
         super().__init__(name="celery-stable-monitor", daemon=True)
         self.tracker = tracker
-        self.ledger = ledger
         self.notifier = notifier
         self.ping_every = watchdog_usec / 4e6 if watchdog_usec else None
-        self.heartbeat_every = heartbeat_interval_sec
-        self.stats_every = stats_interval_sec
-        self.metrics_file = metrics_file
         self.on_time_limit = on_time_limit
         self.process = psutil.Process()
         self.stopping = threading.Event()
         self._last_status = ("", 0.0)
-        self._heartbeat: tuple[str, int, float] = ("", -1, 0.0)  # task, progress, when
         self._enforced: set[tuple[str, int]] = set()
         self._next: dict[str, float] = {}
-        self._redis_down = False
 
     def stop(self) -> None:
         self.stopping.set()
 
     def run(self) -> None:
-        self.process.cpu_percent(None)
         now = time.monotonic()
-        self._next = {"ping": now, "extend": now, "stats": now + self.stats_every}
+        self._next = {"ping": now, "extend": now}
         while True:
             try:
                 self.tick(time.monotonic())
-                self._redis_down = False
-            except redis_errors.RedisError as exc:
-                # Once per outage: the task goes on, and so must the watchdog pings.
-                if not self._redis_down:
-                    log.warning("monitor: Redis unreachable, heartbeat and counts skipped: %s", exc)
-                self._redis_down = True
             except Exception:
                 # A bad sample must not end the thread that pings the watchdog.
                 log.exception("monitor tick failed")
@@ -147,14 +134,8 @@ class Monitor(threading.Thread):
             self.notifier.send("WATCHDOG=1")
             due["ping"] = now + self.ping_every
         self._send_status(now)
-        if task is not None:
-            if now > task.deadline + ENFORCE_SLACK_SEC:
-                self._enforce_limit(task)
-            else:
-                self._heartbeat_if_alive(task, now)
-        if now >= due["stats"]:
-            due["stats"] = now + self.stats_every
-            self.report_stats()
+        if task is not None and now > task.deadline + ENFORCE_SLACK_SEC:
+            self._enforce_limit(task)
 
     def _send_status(self, now: float) -> None:
         text = self.tracker.status(self.process.memory_info().rss / stats.MB)
@@ -166,6 +147,65 @@ class Monitor(threading.Thread):
         ):
             self.notifier.send(f"STATUS={text}")
             self._last_status = (text, now)
+
+    def _enforce_limit(self, task: CurrentTask) -> None:
+        if (task.task_id, task.attempt) in self._enforced:
+            return
+        self._enforced.add((task.task_id, task.attempt))
+        self.on_time_limit(task)
+
+
+class Reporter(threading.Thread):
+    """The running task's heartbeat in the ledger, and the stats: everything that waits on Redis."""
+
+    def __init__(
+        self,
+        tracker: TaskTracker,
+        ledger: Ledger,
+        *,
+        heartbeat_interval_sec: float,
+        stats_interval_sec: float,
+        metrics_file: Path | None,
+    ) -> None:
+        super().__init__(name="celery-stable-reporter", daemon=True)
+        self.tracker = tracker
+        self.ledger = ledger
+        self.heartbeat_every = heartbeat_interval_sec
+        self.stats_every = stats_interval_sec
+        self.metrics_file = metrics_file
+        self.process = psutil.Process()
+        self.stopping = threading.Event()
+        self._heartbeat: tuple[str, int, float] = ("", -1, 0.0)  # task, progress, when
+        self._next_stats = 0.0
+        self._redis_down = False
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        self.process.cpu_percent(None)
+        self._next_stats = time.monotonic() + self.stats_every
+        while True:
+            try:
+                self.tick(time.monotonic())
+                self._redis_down = False
+            except redis_errors.RedisError as exc:
+                # Once per outage: the task goes on.
+                if not self._redis_down:
+                    log.warning("Redis unreachable, heartbeat and counts skipped: %s", exc)
+                self._redis_down = True
+            except Exception:
+                log.exception("reporter tick failed")
+            if self.stopping.wait(TICK_SEC):
+                return
+
+    def tick(self, now: float) -> None:
+        task = self.tracker.current
+        if task is not None and now <= task.deadline + ENFORCE_SLACK_SEC:
+            self._heartbeat_if_alive(task, now)
+        if now >= self._next_stats:
+            self._next_stats = now + self.stats_every
+            self.report_stats()
 
     def _heartbeat_if_alive(self, task: CurrentTask, now: float) -> None:
         """Beat every interval; a task that reports progress beats only when it progresses.
@@ -191,12 +231,6 @@ class Monitor(threading.Thread):
                 outcome.status,
                 outcome.state,
             )
-
-    def _enforce_limit(self, task: CurrentTask) -> None:
-        if (task.task_id, task.attempt) in self._enforced:
-            return
-        self._enforced.add((task.task_id, task.attempt))
-        self.on_time_limit(task)
 
     def report_stats(self) -> None:
         sample = stats.sample(self.process)

@@ -32,7 +32,7 @@ from redis import exceptions as redis_errors
 
 from . import broker, recycle
 from .ledger import NOW, Ledger, Owner, TaskRecord, merge_tags, redis_client
-from .monitor import ENFORCE_SLACK_SEC, CurrentTask, Monitor, TaskTracker
+from .monitor import ENFORCE_SLACK_SEC, CurrentTask, Monitor, Reporter, TaskTracker
 from .native_init import STDERR_FD, init_worker_process
 from .reaper import DeathCause, owner_gone, reap
 from .resolution import Context, give_up, retry_hint
@@ -101,6 +101,7 @@ class Runtime:
         self.tracker = TaskTracker(max_tasks=settings.max_tasks_per_child)
         self.notifier = Notifier(settings.systemd.notify_socket)
         self.monitor: Monitor | None = None
+        self.reporter: Reporter | None = None
         self.owner: Owner | None = None
         self.recycle: str | None = None
         self.stop_requested = False
@@ -155,22 +156,26 @@ class Runtime:
         self._widen_visibility_timeout()
         process = psutil.Process()
         self.owner = Owner(socket.gethostname(), process.pid, process.create_time())
-        # The monitor's own client gives up fast: while it waits on Redis it cannot ping the
-        # watchdog, and a Redis outage must not get a healthy worker killed.
-        monitor_ledger = Ledger(
+        # The reporter's own client gives up fast: a heartbeat that waits on a partition is
+        # stale anyway, and the next one is due in seconds.
+        reporter_ledger = Ledger(
             redis_client(self.broker_url, retry_seconds=2), keep=self.settings.ledger_keep
         )
         self.monitor = Monitor(
             self.tracker,
-            monitor_ledger,
             self.notifier,
             watchdog_usec=self.settings.systemd.watchdog_usec,
+            on_time_limit=self.on_time_limit,
+        )
+        self.reporter = Reporter(
+            self.tracker,
+            reporter_ledger,
             heartbeat_interval_sec=self.settings.heartbeat_interval_sec,
             stats_interval_sec=self.settings.stats_interval_sec,
             metrics_file=self.settings.metrics_file,
-            on_time_limit=self.on_time_limit,
         )
         self.monitor.start()
+        self.reporter.start()
         self._reap_before_consuming()
         worker.process_task = self._wrap(worker.process_task)
 
@@ -228,8 +233,9 @@ class Runtime:
         self.stop_requested = True
 
     def on_shutdown(self) -> None:
-        if self.monitor is not None:
-            self.monitor.stop()
+        for thread in (self.monitor, self.reporter):
+            if thread is not None:
+                thread.stop()
         if self.recycle and not self.stop_requested:
             # Celery's own SIGHUP restart does the same: re-exec once the worker has stopped.
             atexit.register(self._reexec, f"recycle: {self.recycle}")
