@@ -1,11 +1,13 @@
-"""The field guide's `core/celery_app.py`, reproduced for the fault matrix's baseline column.
+"""The field guide's `core/celery_app.py`, as its "Configuration Celery optimisée" and
+"Initialisation worker" sections show it, plus the recovery job its "Recovery automatique
+intégré" describes (every 3 minutes, videos stuck for more than 5 minutes marked failed).
 
-Only what the guide shows (guide-anti-crash-celery-workers.fr.md, "Configuration Celery
-optimisée" and "Initialisation worker"), plus the choices it leaves open, each marked GUESS.
-No celery_stable code: this is what the guide's users run, started with the guide's own command
-line (`celery -A core.celery_app worker --pool=solo --concurrency=1 --max-tasks-per-child=10
---max-memory-per-child=256000 --time-limit=... --without-gossip --without-mingle
---without-heartbeat`) by molecule/faults/side_effect.yml.
+Nothing of celery-stable here: this is the team's own app. It runs two ways in the tests: under
+the guide's own command line (the baseline), and deployed by the role through its variables
+only (`celery_stable_app_module: core.celery_app`). Broker and result backend come from
+Celery's own CELERY_BROKER_URL / CELERY_RESULT_BACKEND. The GUIDE_* variables exist only so
+that the fault matrix can shorten the guide's clocks (time limit, recovery period and stuck
+threshold) the same way for both columns; unset, they are the guide's values.
 """
 
 import logging
@@ -14,18 +16,15 @@ import resource
 
 import cv2
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init
 
 logger = logging.getLogger(__name__)
 
-BROKER_URL = os.environ.get("GUIDE_BROKER_URL", "redis://127.0.0.1:6379/1")
-# The guide's 15 * 60, scaled like the role's limit in the matrix (molecule/faults/host_vars):
-# under --pool=solo Celery ignores it either way, which is what the matrix shows.
 TIME_LIMIT_SEC = int(os.environ.get("GUIDE_TIME_LIMIT_SEC", str(15 * 60)))
+RECOVERY_EVERY_SEC = float(os.environ.get("GUIDE_RECOVERY_EVERY_SEC", str(3 * 60)))
+STUCK_AFTER_SEC = float(os.environ.get("GUIDE_STUCK_AFTER_SEC", str(5 * 60)))
 
-# GUESS: Celery's Redis result backend holds the task states (the guide's own video table is not
-# in the guide); the broker's Redis, as most Celery-on-Redis backends do.
-app = Celery("core", broker=BROKER_URL, backend=BROKER_URL, include=["core.tasks"])
+app = Celery("core", include=["core.tasks"])
 
 app.conf.update(
     # Configuration anti-crash (the guide's four lines)
@@ -35,14 +34,13 @@ app.conf.update(
     task_time_limit=TIME_LIMIT_SEC,  # Timeouts réduits
     # "Prefetch: 1 (pas de buffer)" in the guide's "Pool de workers".
     worker_prefetch_multiplier=1,
-    # GUESS: acks_late, the pairing Celery's documentation gives with prefetch 1 for long tasks
-    # (a crashed video comes back instead of being dropped, an hour later: the broker's default
-    # visibility_timeout, which the guide does not change).
-    task_acks_late=True,
-    # GUESS: STARTED is recorded, so a video "en cours" is visible (the guide's recovery looks
-    # for videos stuck in processing).
-    task_track_started=True,
-    result_extended=True,
+    # "Recovery automatique intégré: toutes les 3 minutes".
+    beat_schedule={
+        "recover-stuck-videos": {
+            "task": "core.tasks.recover_stuck_videos",
+            "schedule": RECOVERY_EVERY_SEC,
+        },
+    },
 )
 
 
@@ -58,10 +56,3 @@ def worker_process_init_handler(signal, sender, **kwargs):
     one_gb = 1024 * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (one_gb, one_gb))
     logger.info(" Limite mémoire processus configurée (1GB)")
-
-
-@worker_ready.connect
-def _matrix_probe(**_kwargs):
-    # Not the guide's: a probe so the matrix can time when this worker consumes again (the
-    # guide's command line logs at WARNING, so Celery's own "ready." line is not printed).
-    logger.warning("guide worker ready (pid %d)", os.getpid())

@@ -1,8 +1,10 @@
-"""The guide's video task as its users would write it: OpenCV frames piped into ffmpeg.
+"""The team's video task, as its users would write it: OpenCV frames piped into ffmpeg; the
+guide's recovery job; and the few lines that mark a video failed when celery-stable gives its
+task up.
 
-No celery_stable code. The spec is the matrix's (the same JSON celery-stable takes), and the
-`fault` key is a test hook of this baseline only, doing the same real things as
-celery_stable.faults (a real SIGSEGV, a native sleep holding the GIL...).
+No celery_stable code. The spec is the matrix's (the same JSON the demo app takes), and the
+`fault` key is a test hook, doing the same real things as the demo's (a real SIGSEGV, a native
+sleep holding the GIL...).
 """
 
 import ctypes
@@ -14,7 +16,8 @@ import cv2
 import numpy as np
 from celery.utils.log import get_task_logger
 
-from .celery_app import app
+from . import videos
+from .celery_app import STUCK_AFTER_SEC, app
 
 logger = get_task_logger(__name__)
 
@@ -57,10 +60,21 @@ def _fire(fault, frame, redelivered):
 
 
 @app.task(name="core.tasks.generate_video", bind=True)
-def generate_video(self, spec):
+def generate_video(self, video_id, spec):
+    videos.mark(video_id, "processing")
+    try:
+        result = _render(self, video_id, spec)
+    except Exception as exc:
+        videos.mark(video_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    videos.mark(video_id, "done")
+    return result
+
+
+def _render(self, video_id, spec):
     width, height, fps = spec["width"], spec["height"], spec["fps"]
     os.makedirs(OUTPUT_DIR, exist_ok=True)
-    output = os.path.join(OUTPUT_DIR, f"{self.request.id}.mp4")
+    output = os.path.join(OUTPUT_DIR, f"{video_id}.mp4")
     ffmpeg = subprocess.Popen(
         [
             "ffmpeg",
@@ -119,3 +133,21 @@ def generate_video(self, spec):
             ffmpeg.kill()
             ffmpeg.wait()
     return {"output": output, "frames": frame_no}
+
+
+@app.task(name="core.tasks.recover_stuck_videos")
+def recover_stuck_videos():
+    """The guide's recovery: every 3 minutes, videos stuck over 5 minutes are marked failed."""
+    count = 0
+    for video in videos.stuck():
+        videos.mark(video["id"], "failed", f"stuck over {STUCK_AFTER_SEC:g} s: retry manuel")
+        count += 1
+    logger.warning("guide recovery: %d stuck video(s) marked failed", count)
+    return count
+
+
+@app.task(name="core.tasks.mark_video_failed")
+def mark_video_failed(task_name, task_id, args, kwargs, cause, reason):
+    """celery-stable gave a task up (celery_stable_giveup_task): the video waits for a manual retry."""
+    if task_name == "core.tasks.generate_video":
+        videos.mark(args[0], "failed", f"{cause}: {reason}")
