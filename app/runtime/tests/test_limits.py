@@ -165,3 +165,20 @@ def test_a_task_that_exits_is_failed_and_the_worker_lives_on(
     assert worker.running()
     assert wait_record(ledger, harness.send("proj.add", 1, 1), ("done",), 30).pid == worker.pid
     assert ledger.client.hlen("unacked") == 0
+
+
+def test_an_allocation_bomb_is_stopped_by_rlimit_as_and_the_worker_lives_on(
+    harness: Harness, ledger: Ledger
+) -> None:
+    worker = harness.ready_worker()
+    task_id = harness.send("proj.hog", 8192)
+    record = wait_record(ledger, task_id, ("failed",), 60)
+    assert record.cause == "memory"
+    assert record.reason.startswith(
+        "ran out of memory: the address-space limit is 1024 MB (RLIMIT_AS)"
+    )
+    # Celery treats MemoryError as fatal to the worker (exit 1, not restarted by on-abnormal):
+    # the runtime carries on in a fresh image instead.
+    wait_for(lambda: harness.notify.count("READY=1") == 2, 30, "READY after the re-exec")
+    assert worker.running()
+    assert wait_record(ledger, harness.send("proj.add", 1, 1), ("done",), 30).pid == worker.pid

@@ -294,15 +294,26 @@ class Runtime:
             "task %s[%s] ended its worker (%s: %s): giving it up and re-executing in place",
             request.name, request.id, type(exc).__name__, exc, exc_info=True,
         )  # fmt: skip
+        if isinstance(exc, MemoryError):
+            # Celery treats a task's MemoryError as fatal to the whole worker.
+            cause, why = (
+                "memory",
+                (
+                    f"ran out of memory: the address-space limit is "
+                    f"{self.settings.address_space_limit_mb} MB (RLIMIT_AS)"
+                ),
+            )
+        else:
+            cause, why = (
+                "exit",
+                (
+                    f"ended its worker process ({type(exc).__name__}: {exc}; a task that calls "
+                    "sys.exit()?)"
+                ),
+            )
         record = self.ledger.get(request.id)
         if record is not None and record.state == "running" and record.attempts == attempt:
-            give_up(
-                self.context(),
-                record,
-                "exit",
-                f"ended its worker process ({type(exc).__name__}: {exc}; a task that calls "
-                f"sys.exit()?); {retry_hint(request.id)}",
-            )
+            give_up(self.context(), record, cause, f"{why}; {retry_hint(request.id)}")
         if not self.stop_requested:
             self._reexec(f"task {request.id} ended its worker")
 

@@ -90,3 +90,12 @@ def on_given_up(task_name, task_id, args, kwargs, cause, reason):  # noqa: PLR09
 def exits(code):
     """A task that calls sys.exit(): under solo Celery lets it end the whole worker."""
     raise SystemExit(code)
+
+
+@app.task(name="proj.hog")
+def hog(megabytes):
+    """An allocation bomb: touches memory until RLIMIT_AS (MemoryError) stops it."""
+    hoard = []
+    while len(hoard) < megabytes // 16:
+        hoard.append(bytearray(b"\x5a") * (16 * MIB))
+    return len(hoard)
