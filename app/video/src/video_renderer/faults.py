@@ -1,7 +1,8 @@
 """Test-only fault hooks: real crashes, hangs and memory growth inside a render.
 
-A job spec may carry ``"fault": {"kind": ..., "at_frame": N, ...}`` only when the worker runs
-with ``CELERY_STABLE_FAULT_HOOKS=1``; the renderer calls :meth:`Fault.fire` before every frame.
+A video spec may carry ``"fault": {"kind": ..., "at_frame": N, ...}`` only when the worker runs
+with ``VIDEO_RENDERER_FAULT_HOOKS=1``; the render loop calls :meth:`Fault.fire` before every
+frame, so each fault strikes inside a real render, with ffmpeg running.
 They exist so the fault matrix can prove each limit on a real host, so each one does the real
 thing (a real SIGSEGV, a real GIL-holding native call), never a simulation.
 """
@@ -59,7 +60,11 @@ class Fault:
     on_attempts: int = 0
 
     def active(self, attempt: int) -> bool:
-        return not self.on_attempts or attempt <= self.on_attempts
+        """Whether it fires on ``attempt``: the runtime ledger's attempt number for the video's
+        task (every admitted delivery counts, a crash's redelivery and an operator's retry
+        included; Celery's ``request.retries`` counts neither). 0 (no ledger, a direct call)
+        counts as the first attempt."""
+        return not self.on_attempts or max(attempt, 1) <= self.on_attempts
 
     @classmethod
     def parse(cls, raw: object) -> Fault:

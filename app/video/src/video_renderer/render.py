@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import tempfile
@@ -21,7 +22,6 @@ FADE_SEC = 0.25
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 Progress = Callable[[int, int], None]
-AbortCheck = Callable[[], "str | None"]
 
 
 class RenderError(Exception):
@@ -33,6 +33,31 @@ class RenderResult:
     path: Path
     frames: int
     seconds: float
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_partials(output_dir: Path, name: str) -> list[Path]:
+    """Temp files of ``name`` whose render is over: its worker died, or it is this process.
+
+    Called between tasks (solo runs one at a time), so a temp file named with this PID is left
+    by an attempt this image, or the one it replaced in place, did not finish. Another live
+    worker's file on the same host is left alone.
+    """
+    stale = []
+    for path in sorted(output_dir.glob(f".{name}.*.partial.mp4")):
+        pid = path.name.removeprefix(f".{name}.").split(".")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            stale.append(path)
+    return stale
 
 
 def time_limit_reason(limit_sec: float) -> str:
@@ -135,13 +160,15 @@ def render_video(
     deadline: float,
     time_limit_sec: float,
     progress: Progress | None = None,
-    should_abort: AbortCheck | None = None,
 ) -> RenderResult:
-    """Render ``spec`` to ``output_dir/name.mp4`` before ``deadline`` (``time.monotonic()``).
+    """Render ``spec`` to ``output_dir/name.mp4`` before ``deadline`` (``time.monotonic()``;
+    ``math.inf``: none, outside the runtime).
 
     The deadline is checked between frames and bounds the wait for ffmpeg, so an over-long render
-    fails with a clear reason instead of waiting for the watchdog. The output appears only
-    complete: ffmpeg writes a temp file in the same directory that is then renamed into place.
+    fails with a clear reason before the runtime's hard limit ends it (the task passes the
+    deadline of ``celery_stable.remaining()``). The output appears only complete: ffmpeg writes
+    a temp file in the same directory that is then renamed into place; a worker killed mid-render
+    leaves that temp file (``stale_partials`` finds it for the next attempt or the give-up hook).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"{name}.mp4"
@@ -165,9 +192,6 @@ def render_video(
                     spec.fault.fire(index)
                 if time.monotonic() > deadline:
                     raise RenderError(time_limit_reason(time_limit_sec))
-                reason = should_abort() if should_abort else None
-                if reason:
-                    raise RenderError(reason)
                 try:
                     proc.stdin.write(frame.data)
                 except BrokenPipeError:
@@ -176,7 +200,8 @@ def render_video(
                     progress(index + 1, total)
             proc.stdin.close()
             try:
-                code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                left = None if math.isinf(deadline) else max(0.1, deadline - time.monotonic())
+                code = proc.wait(timeout=left)
             except subprocess.TimeoutExpired:
                 raise RenderError(time_limit_reason(time_limit_sec)) from None
             if code != 0:

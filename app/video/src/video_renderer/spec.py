@@ -1,4 +1,4 @@
-"""Job spec validation: anything the renderer cannot draw is refused here, with the field named."""
+"""Video spec validation: anything the renderer cannot draw is refused, with the field named."""
 
 from __future__ import annotations
 
@@ -100,8 +100,8 @@ def _slide(raw: object, index: int) -> Slide:
 def validate_spec(raw: object, *, allow_fault: bool) -> VideoSpec:
     """Return the spec as a :class:`VideoSpec`, or raise :class:`SpecError` naming the field.
 
-    ``allow_fault`` is the worker's ``CELERY_STABLE_FAULT_HOOKS``; the CLI passes True because
-    only the worker that will run the job can say whether its hooks are on.
+    ``allow_fault`` is the worker's ``VIDEO_RENDERER_FAULT_HOOKS``; the CLI passes True because
+    only the worker that will run the video can say whether its hooks are on.
     """
     if not isinstance(raw, Mapping):
         raise SpecError("spec: expected a JSON object")

@@ -1,181 +1,157 @@
-"""The task bodies: render one video attempt, and the Beat canary's fleet report."""
+"""The app's tasks: render one video, mark a video the runtime gave up, and Beat's canary.
+
+The runtime (celery_stable) decides whether a delivery runs at all (a redelivered copy of a
+finished task, a copy of a running one, a task that crashed the worker too often are not run),
+counts its attempts, and ends it past its hard limit. These tasks only say what a video is:
+processing, done with its output, or failed with the reason.
+"""
 
 from __future__ import annotations
 
-import faulthandler
 import logging
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+import math
+import resource
+import time
 from dataclasses import replace
+from typing import Any
 
-from .jobs import FINAL_STATES
-from .monitor import ABORT_GRACE_SEC, ENFORCE_SLACK_SEC
-from .native_init import STDERR_FD
-from .reaper import DeathCause, owner_gone, resolve
-from .render import RenderError, render_video
+import celery_stable
+from celery import Task
+
+from . import render
+from .celery_app import FLEET_TASK, QUEUE, app
+from .jobs import Outcome, VideoStore
+from .settings import current
 from .spec import SpecError, validate_spec
-from .worker import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
-RENDER_TASK = "celery_stable.render_video"
-FLEET_TASK = "celery_stable.fleet_report"
+RENDER_TASK = "video_renderer.render_video"
+GIVEUP_TASK = "video_renderer.mark_given_up"
+MIB = 1024 * 1024
 
-NATIVE_GUARD_EXTRA_SEC = 5.0
+_store: VideoStore | None = None
 
 
-@contextmanager
-def native_hang_guard(seconds: float) -> Iterator[None]:
-    """Kill the worker ``seconds`` from now, even if a native call holds the GIL meanwhile.
+class VideoFailed(Exception):
+    """The video cannot be made; the message is the reason on its record.
 
-    Neither the render loop nor the monitor can act then. faulthandler's C thread still prints
-    every thread's stack, and the kernel's SIGALRM (default action: terminate) ends the process
-    by a signal, which systemd counts as abnormal, so ``Restart=on-abnormal`` starts a new one;
-    faulthandler's own ``exit=True`` would exit 1, which it does not restart.
+    Raised rather than returned, so that the runtime's ledger says failed as well and
+    ``celery-stable retry <id>`` can send the video again. Expected (``throws``): Celery logs it
+    in one line, without a traceback.
     """
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    faulthandler.dump_traceback_later(seconds, exit=False, file=STDERR_FD)
-    signal.setitimer(signal.ITIMER_REAL, seconds + 0.5)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        faulthandler.cancel_dump_traceback_later()
 
 
-def _accept(runtime: WorkerRuntime, job_id: str, token: str) -> bool:
-    """Whether this message is the current attempt; acked and ignored (logged) otherwise."""
-    record = runtime.store.get(job_id)
-    if record is None:
-        log.warning("ignored message for unknown video %s", job_id)
-        return False
-    if record.token != token:
-        log.warning(
-            "ignored stale message for video %s (state %s, attempt token %s is not "
-            "the current one)",
-            job_id,
-            record.state,
-            token,
-        )
-        return False
-    if record.state in FINAL_STATES:
-        log.warning("ignored duplicate message for video %s: already %s", job_id, record.state)
-        return False
-    if record.state == "processing":
-        owner = record.owner
-        assert runtime.owner is not None
-        if owner and owner.host == runtime.owner.host and owner_gone(owner):
-            # Redelivered by Redis after a death nothing reaped: resolve it as a crash now.
-            cause = DeathCause("crash", "worker died; found on redelivery")
-            log.warning(
-                "video %s redelivered after its worker died: %s",
-                job_id,
-                resolve(runtime.store, record, cause, runtime.settings, runtime.enqueue),
-            )
-        else:
-            log.warning(
-                "ignored message for video %s: still processing on %s pid %s",
-                job_id,
-                owner.host if owner else "?",
-                owner.pid if owner else "?",
-            )
-        return False
-    outcome = runtime.store.begin(job_id, token, runtime.owner)  # type: ignore[arg-type]
-    if not outcome.ok:
-        log.warning(
-            "ignored message for video %s: %s (state %s)", job_id, outcome.status, outcome.state
-        )
-    return outcome.ok
+def store() -> VideoStore:
+    global _store  # noqa: PLW0603 (one store per process, built on first use)
+    if _store is None:
+        _store = VideoStore.for_app(app)
+    return _store
 
 
-def run_render(runtime: WorkerRuntime, job_id: str, token: str) -> str:
+def _why(outcome: Outcome) -> str:
+    return {
+        "missing": "no such video",
+        "state": f"the video is {outcome.state}",
+        "stale": f"the video is {outcome.state} by attempt {outcome.attempt}",
+        "taken": "the runtime no longer runs this attempt",
+    }.get(outcome.status, outcome.status)
+
+
+def _address_space_mb() -> str:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // MIB} MB"
+
+
+@app.task(name=RENDER_TASK, bind=True, ignore_result=True, throws=(VideoFailed,))
+def render_video(self: Task, video_id: str) -> str:
     """One attempt; whatever goes wrong in Python, the video ends failed with the reason.
 
-    An exception escaping the task would be acked by Celery and leave the record "processing"
-    (or "queued") until recovery: a video silently parked. So anything unexpected fails the
-    attempt here, with the exception as the reason an operator reads in `celery-stable status`.
+    An exception escaping would leave the record "processing" until the runtime's recovery, a
+    video silently parked: so anything unexpected fails the video here, with the exception as the
+    reason `video-renderer status` shows, and is raised again for the ledger.
     """
+    videos = store()
+    attempt = videos.running_attempt(video_id)
     try:
-        return _render_attempt(runtime, job_id, token)
+        return _render(videos, video_id, attempt, self.request.id)
+    except VideoFailed:
+        raise
     except Exception as exc:
-        log.exception("video %s: unexpected error", job_id)
-        reason = f"internal error: {type(exc).__name__}: {exc}"
+        log.exception("video %s: unexpected error", video_id)
         try:
-            outcome = runtime.store.fail(job_id, token, reason)
+            videos.fail(video_id, attempt, f"internal error: {type(exc).__name__}: {exc}")
         except Exception:
-            log.exception("video %s: could not record the failure; recovery will", job_id)
-            raise exc from None
-        return "failed" if outcome.ok else "ignored"
+            log.exception("video %s: could not record the failure; recovery will", video_id)
+        raise
 
 
-def _render_attempt(runtime: WorkerRuntime, job_id: str, token: str) -> str:
-    if not _accept(runtime, job_id, token):
+def _fail(videos: VideoStore, video_id: str, attempt: int, reason: str) -> VideoFailed:
+    outcome = videos.fail(video_id, attempt, reason)
+    log.error(
+        "video %s failed: %s%s",
+        video_id,
+        reason,
+        "" if outcome.ok else f" (not recorded: {_why(outcome)})",
+    )
+    return VideoFailed(reason)
+
+
+def _render(videos: VideoStore, video_id: str, attempt: int, task_id: str | None) -> str:
+    settings = current()
+    record = videos.get(video_id)
+    if record is None:
+        log.warning("ignored task %s: no video %s", task_id, video_id)
         return "ignored"
-    settings, store = runtime.settings, runtime.store
-    record = store.get(job_id)
-    assert record is not None
+    begun = videos.begin(video_id, attempt)
+    if not begun.ok:
+        log.warning("ignored a message for video %s: %s", video_id, _why(begun))
+        return "ignored"
+    for stale in render.stale_partials(settings.output_dir, video_id):
+        stale.unlink(missing_ok=True)
     try:
         spec = validate_spec(record.spec, allow_fault=settings.fault_hooks)
     except SpecError as exc:
-        store.fail(job_id, token, f"invalid spec: {exc}")
-        log.error("video %s failed: invalid spec: %s", job_id, exc)
-        return "failed"
-    if spec.fault is not None and not spec.fault.active(record.attempts):
+        raise _fail(videos, video_id, attempt, f"invalid spec: {exc}") from None
+    if spec.fault is not None and not spec.fault.active(attempt):
         spec = replace(spec, fault=None)
-    task = runtime.tracker.start(job_id, token, settings.time_limit_sec)
-    guard = native_hang_guard(
-        settings.time_limit_sec + ENFORCE_SLACK_SEC + ABORT_GRACE_SEC + NATIVE_GUARD_EXTRA_SEC
-    )
-    log.info(
-        "rendering video %s (attempt %d, %d frames)", job_id, record.attempts, spec.total_frames
-    )
+    # The runtime's hard limit for this task, as a deadline the render loop checks between
+    # frames: failing cleanly before the runtime ends the attempt by force.
+    left = celery_stable.remaining()
+    deadline = math.inf if left is None else time.monotonic() + left
+    limit = math.inf if left is None else round(left, 1)
+    log.info("rendering video %s (attempt %d, %d frames)", video_id, attempt, spec.total_frames)
 
     def progress(frame: int, total: int) -> None:
-        task.frame, task.total = frame, total
+        celery_stable.progress(frame, total, "frame")
 
-    error = None
     try:
-        with guard:
-            result = render_video(
-                spec,
-                settings.output_dir,
-                job_id,
-                ffmpeg=settings.ffmpeg,
-                deadline=task.deadline,
-                time_limit_sec=settings.time_limit_sec,
-                progress=progress,
-                should_abort=lambda: task.abort_reason,
-            )
-    except RenderError as exc:
-        error = str(exc)
+        result = render.render_video(
+            spec,
+            settings.output_dir,
+            video_id,
+            ffmpeg=settings.ffmpeg,
+            deadline=deadline,
+            time_limit_sec=limit,
+            progress=progress,
+        )
+    except render.RenderError as exc:
+        raise _fail(videos, video_id, attempt, str(exc)) from None
     except MemoryError:
-        error = (
-            f"ran out of memory: the address-space limit is "
-            f"{settings.address_space_limit_mb} MB (RLIMIT_AS)"
-        )
-    finally:
-        runtime.tracker.finish()
-    if error is not None:
-        outcome = store.fail(job_id, token, error)
-        log.error(
-            "video %s failed: %s%s",
-            job_id,
-            error,
-            "" if outcome.ok else f" (record already {outcome.state})",
-        )
-        return "failed"
-    outcome = store.finish(job_id, token, str(result.path))
+        reason = f"ran out of memory: the address-space limit is {_address_space_mb()} (RLIMIT_AS)"
+        raise _fail(videos, video_id, attempt, reason) from None
+    outcome = videos.finish(video_id, attempt, str(result.path))
     if not outcome.ok:
-        # The job was taken from this attempt (recovery, retry): its output is not the result.
-        result.path.unlink(missing_ok=True)
-        log.warning(
-            "video %s rendered but the record is now %s; output dropped", job_id, outcome.state
-        )
+        # Taken from this attempt meanwhile (given up as stuck, then retried...): its output is
+        # not the video's, unless another attempt made the same file and is done.
+        now = videos.get(video_id)
+        if now is None or now.state != "done":
+            result.path.unlink(missing_ok=True)
+        log.warning("video %s rendered, but %s: output dropped", video_id, _why(outcome))
         return "dropped"
     log.info(
         "video %s done: %s (%d frames in %.2f s)",
-        job_id,
+        video_id,
         result.path,
         result.frames,
         result.seconds,
@@ -183,14 +159,49 @@ def _render_attempt(runtime: WorkerRuntime, job_id: str, token: str) -> str:
     return "done"
 
 
-def fleet_report(runtime: WorkerRuntime) -> dict[str, int]:
+@app.task(name=GIVEUP_TASK, ignore_result=True)
+def mark_given_up(
+    *,
+    task_name: str,
+    task_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    cause: str,
+    reason: str,
+) -> str:
+    """The runtime's give-up hook (CELERY_STABLE_GIVEUP_TASK): the video failed, for a manual retry.
+
+    Sent by the runtime, keyword arguments only, when it gives a task up for good: it crashed the
+    worker CELERY_STABLE_MAX_CRASHES times, went past its hard limit, or stopped making progress.
+    The reason is the runtime's, which names ``celery-stable retry <id>``.
+    """
+    if task_name != RENDER_TASK:
+        log.warning("task %s[%s] was given up (%s): %s", task_name, task_id, cause, reason)
+        return "ignored"
+    video_id = str(args[0] if args else kwargs.get("video_id", task_id))
+    outcome = store().give_up(video_id, cause, reason)
+    if not outcome.ok:
+        log.warning(
+            "video %s was given up (%s), but %s: left as it is", video_id, cause, _why(outcome)
+        )
+        return "ignored"
+    # The attempt died mid-render: its temp file is nobody's now.
+    for stale in render.stale_partials(current().output_dir, video_id):
+        stale.unlink(missing_ok=True)
+    log.error("video %s failed for a manual retry (%s): %s", video_id, cause, reason)
+    return "failed"
+
+
+@app.task(name=FLEET_TASK, ignore_result=True)
+def fleet_report() -> dict[str, int]:
     """Beat's canary: proves Beat, the broker and a worker all work, and logs the fleet."""
-    counts = runtime.store.counts()
-    depth = int(runtime.store.client.llen(runtime.settings.queue))
+    videos = store()
+    counts = videos.counts()
+    depth = int(videos.client.llen(QUEUE))
     log.info(
         "fleet: %s; %d message(s) waiting in queue %s",
         " ".join(f"{state}={count}" for state, count in counts.items()),
         depth,
-        runtime.settings.queue,
+        QUEUE,
     )
     return {**counts, "queue_depth": depth}

@@ -1,0 +1,3 @@
+from video_renderer.cli import main
+
+raise SystemExit(main())
