@@ -1,1 +1,0 @@
-"""celery-stable: a Celery video worker whose every limit is enforced under the solo pool."""
