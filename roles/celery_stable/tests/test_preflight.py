@@ -1,0 +1,202 @@
+"""The role's controller-side refusals (tasks/controller_check.yml, tasks/env_check.yml), run
+for real on this machine: uv found or not, the requirements files, and every runtime variable
+checked by the runtime's own table through the env file the role renders. Each refusal must
+name the role variable and the fix, and never show a secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROLES = HERE.parent.parent
+TOP = ROLES.parent
+PLAIN_APP = TOP / "app" / "runtime" / "tests" / "plainapp"
+DEMO_APP = TOP / "app" / "video"
+RUNTIME_REQUIREMENTS = TOP / "app" / "runtime" / "requirements.txt"
+SECRET = "s3cret-never-shown"
+HASH = "--hash=sha256:" + "0" * 64
+
+# A plain-directory app with nothing to install beyond the runtime's requirements.
+PLAIN = {
+    "celery_stable_app_source": str(PLAIN_APP),
+    "celery_stable_app_module": "proj.celery_app",
+    "celery_stable_app_requirements": "",
+    "celery_stable_app_env": {},
+}
+
+
+def ansible_playbook() -> str:
+    found = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+    if not Path(found).exists():
+        pytest.skip("ansible-playbook is not installed (scripts/bootstrap.sh)")
+    return found
+
+
+def run_case(extra_vars: dict[str, Any], directory: Path) -> str:
+    case = directory / f"case-{abs(hash(json.dumps(extra_vars, sort_keys=True)))}.json"
+    case.write_text(json.dumps(extra_vars))
+    env = dict(
+        os.environ,
+        ANSIBLE_ROLES_PATH=str(ROLES),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_LOCALHOST_WARNING="false",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+    )
+    env.pop("ANSIBLE_CONFIG", None)
+    run = subprocess.run(
+        [ansible_playbook(), "-i", "localhost,", str(HERE / "preflight.yml"), "-e", f"@{case}"],
+        env=env,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    last = json.loads(run.stdout)["plays"][0]["tasks"][-1]
+    return last["hosts"]["localhost"]["_celery_stable_test_answer"]
+
+
+def requirements(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("preflight")
+    cases: dict[str, dict[str, Any]] = {
+        "plain-app": PLAIN,
+        "plain-app-hashed-requirements": {
+            **PLAIN,
+            "celery_stable_app_requirements": requirements(
+                tmp, "same-pin.txt", f"vine==5.1.0 \\\n    {HASH}\n    # via kombu\n"
+            ),
+        },
+        "stats-interval-0": {**PLAIN, "celery_stable_stats_interval_sec": 0},
+        "several-bad-limits": {
+            **PLAIN,
+            "celery_stable_max_tasks_per_child": 0,
+            "celery_stable_address_space_limit_mb": 100,
+        },
+        "stuck-within-a-heartbeat": {**PLAIN, "celery_stable_stuck_after_sec": 10},
+        "secret-broker-not-redis": {
+            **PLAIN,
+            "celery_stable_broker_url": f"amqp://user:{SECRET}@rabbit.example//",
+        },
+        "no-app-module": {**PLAIN, "celery_stable_app_module": ""},
+        "unhashed-app-requirements": {
+            **PLAIN,
+            "celery_stable_app_requirements": requirements(tmp, "plain.txt", "vine==5.1.0\nflask>=3\n"),
+        },
+        "conflicting-pin": {
+            **PLAIN,
+            "celery_stable_app_requirements": requirements(tmp, "conflict.txt", f"vine==5.0.0 {HASH}\n"),
+        },
+        "missing-app-requirements": {
+            **PLAIN,
+            "celery_stable_app_requirements": str(tmp / "absent.txt"),
+        },
+        "app-env-sets-a-runtime-variable": {
+            **PLAIN,
+            "celery_stable_app_env": {"CELERY_STABLE_TIME_LIMIT_SEC": "5"},
+        },
+        "app-env-line-break": {**PLAIN, "celery_stable_app_env": {"MOTD": "two\nlines"}},
+        "no-uv-on-the-controller": {**PLAIN, "_celery_stable_controller_uv": str(tmp / "no-uv")},
+    }
+    if (DEMO_APP / "pyproject.toml").is_file():
+        cases["demo-defaults"] = {}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {key: pool.submit(run_case, extra, tmp) for key, extra in cases.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def test_a_plain_app_with_the_runtimes_requirements_passes(answers: dict[str, str]) -> None:
+    assert answers["plain-app"] == "ok"
+    # The same pin as the runtime's file: uv takes it (hashes intersected), so the role does.
+    assert answers["plain-app-hashed-requirements"] == "ok"
+
+
+def test_the_demo_defaults_pass(answers: dict[str, str]) -> None:
+    if "demo-defaults" not in answers:
+        pytest.skip("app/video has no pyproject.toml yet")
+    assert answers["demo-defaults"] == "ok"
+
+
+def test_a_bad_limit_is_refused_naming_both_variables(answers: dict[str, str]) -> None:
+    got = answers["stats-interval-0"]
+    assert got.startswith("refused: localhost: the runtime cannot run with these values"), got
+    assert "celery_stable_stats_interval_sec (CELERY_STABLE_STATS_INTERVAL_SEC) = '0' is not valid" in got
+    assert "from 1 to 86400" in got
+    assert "nothing was changed on any host" in got
+
+
+def test_every_bad_limit_is_named_at_once(answers: dict[str, str]) -> None:
+    got = answers["several-bad-limits"]
+    assert "celery_stable_max_tasks_per_child (CELERY_STABLE_MAX_TASKS_PER_CHILD)" in got
+    assert "celery_stable_address_space_limit_mb (CELERY_STABLE_ADDRESS_SPACE_LIMIT_MB)" in got
+
+
+def test_a_relation_of_the_table_is_refused(answers: dict[str, str]) -> None:
+    got = answers["stuck-within-a-heartbeat"]
+    assert "celery_stable_stuck_after_sec (CELERY_STABLE_STUCK_AFTER_SEC)" in got
+    assert "celery_stable_heartbeat_interval_sec" in got
+
+
+def test_a_secret_is_named_never_shown(answers: dict[str, str]) -> None:
+    got = answers["secret-broker-not-redis"]
+    assert "celery_stable_broker_url (CELERY_BROKER_URL) = (hidden) is not valid" in got
+    assert SECRET not in got
+
+
+def test_the_app_module_is_required(answers: dict[str, str]) -> None:
+    assert "celery_stable_app_module (CELERY_STABLE_APP_MODULE)" in answers["no-app-module"]
+
+
+def test_unhashed_requirements_are_refused_with_the_fix(answers: dict[str, str]) -> None:
+    got = answers["unhashed-app-requirements"]
+    assert got.startswith("refused: celery_stable_app_requirements:"), got
+    assert "without --hash: vine, flask" in got
+    assert "not pinned with ==: flask" in got
+    assert "uv pip compile --generate-hashes" in got
+
+
+def test_a_conflicting_pin_is_refused_naming_both_files(answers: dict[str, str]) -> None:
+    got = answers["conflicting-pin"]
+    assert "celery_stable_app_requirements pins vine==5.0.0" in got
+    assert "celery_stable_runtime_requirements pins vine==5.1.0" in got
+
+
+def test_a_missing_requirements_file_is_refused(answers: dict[str, str]) -> None:
+    got = answers["missing-app-requirements"]
+    assert "celery_stable_app_requirements:" in got
+    assert "does not exist on the controller" in got
+
+
+def test_the_app_env_cannot_set_the_runtimes_variables(answers: dict[str, str]) -> None:
+    got = answers["app-env-sets-a-runtime-variable"]
+    assert "CELERY_STABLE_TIME_LIMIT_SEC" in got
+    assert "come from their own role variables" in got
+
+
+def test_a_line_break_is_refused_by_name(answers: dict[str, str]) -> None:
+    got = answers["app-env-line-break"]
+    assert "celery_stable_app_env.MOTD" in got
+    assert "two" not in got.split("line break")[1]
+
+
+def test_no_uv_on_the_controller_says_how_to_get_it(answers: dict[str, str]) -> None:
+    got = answers["no-uv-on-the-controller"]
+    assert "The controller has no working uv" in got
+    assert "-m pip install uv" in got
+    assert "requirements-dev.txt" in got
