@@ -1,15 +1,18 @@
-"""Benchmark of the worker's costs (not a test): prints one table.
+"""Benchmark of what the runtime costs the video renderer (not a test): prints one table.
 
-    python app/bench/bench.py [--runs 5]
+    python app/bench/bench.py [--runs 15]
 
-Starts its own redis-server on a loopback port and real worker processes, listening on an
-sd_notify socket as systemd would. Measures:
+Starts its own redis-server on a loopback port and real worker processes, run as the role's
+unit runs them (``celery -A celery_stable.attach worker`` with
+``CELERY_STABLE_APP_MODULE=video_renderer.celery_app``), listening on an sd_notify socket as
+systemd would. Measures:
   * per-task overhead: submit-to-done through the worker vs calling the renderer directly;
   * recycle dead time: STATUS=recycling (sent as the task returns, just before its ack) to the
-    READY=1 of the re-exec'd image;
+    READY=1 of the re-executed image;
   * idle worker RSS, after start and after a re-exec;
-  * SIGSEGV to resolved: through the ExecStopPost hook (`celery-stable reap`) and through the
-    start-up reap of the next worker.
+  * SIGSEGV to resolved (the runtime's ledger puts the video back): through the ExecStopPost
+    hook (`celery-stable reap`) and through the start-up reap of the next worker.
+Needs the runtime and the app installed (app/runtime, app/video), redis-server and ffmpeg.
 """
 
 from __future__ import annotations
@@ -31,15 +34,16 @@ from typing import Any
 
 import cv2
 import psutil
+from celery_stable.ledger import redis_client
 
-from celery_stable.celery_app import create_app
-from celery_stable.jobs import JobStore, redis_client
-from celery_stable.render import render_video
-from celery_stable.settings import Settings
-from celery_stable.spec import validate_spec
+from video_renderer.celery_app import app
+from video_renderer.jobs import VideoStore
+from video_renderer.render import render_video
+from video_renderer.spec import validate_spec
+from video_renderer.tasks import RENDER_TASK
 
 WORKER = [
-    "-m", "celery", "-A", "celery_stable.celery_app", "worker", "--pool=solo",
+    "-m", "celery", "-A", "celery_stable.attach", "worker", "--pool=solo",
     "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
     "--hostname=worker@bench", "--queues=videos", "--loglevel=WARNING",
 ]  # fmt: skip
@@ -90,32 +94,40 @@ class Bench:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
+        # redis-server from PATH, as the tests find it.
         self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",  # noqa: S607
              workdir, "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.store = JobStore(redis_client(self.url))
+        self.store = VideoStore(redis_client(self.url))
         wait_for(self._redis_up, 10, 0.05)
         self.notify = Notify(workdir)
         self.workers: list[subprocess.Popen[bytes]] = []
-        self.app = create_app(Settings.from_env(self.env()))
+        # Celery prefers the environment's broker to the app's configuration.
+        os.environ.pop("CELERY_BROKER_URL", None)
+        app.conf.broker_url = self.url
 
     def _redis_up(self) -> bool:
         try:
             return bool(self.store.client.ping())
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 (not up yet, whatever the error)
             return False
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_STABLE_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CELERY_", "VIDEO_RENDERER_", "NOTIFY_SOCKET", "WATCHDOG_"))
+        }
         env.update(
-            CELERY_STABLE_BROKER_URL=self.url,
-            CELERY_STABLE_OUTPUT_DIR=str(self.workdir / "videos"),
-            CELERY_STABLE_FAULT_HOOKS="1",
+            CELERY_BROKER_URL=self.url,
+            CELERY_STABLE_APP_MODULE="video_renderer.celery_app",
+            CELERY_STABLE_GIVEUP_TASK="video_renderer.mark_given_up",
+            VIDEO_RENDERER_OUTPUT_DIR=str(self.workdir / "videos"),
+            VIDEO_RENDERER_FAULT_HOOKS="1",
             NOTIFY_SOCKET=self.notify.path,
-            PYTHONFAULTHANDLER="1",
             MALLOC_ARENA_MAX="2",
             OMP_NUM_THREADS="1",
             OPENBLAS_NUM_THREADS="1",
@@ -137,13 +149,19 @@ class Bench:
         return proc
 
     def submit(self, spec: dict[str, Any]) -> str:
+        """What `video-renderer submit` does: record, then send with the video id as task id."""
         record = self.store.create(spec)
-        self.app.enqueue(record.id, record.token)  # type: ignore[attr-defined]
+        app.send_task(RENDER_TASK, args=[record.id], task_id=record.id)
         return record.id
 
-    def done(self, job_id: str, states: tuple[str, ...] = ("done",)) -> bool:
-        record = self.store.get(job_id)
-        return record is not None and record.state in states
+    def done(self, video_id: str) -> bool:
+        record = self.store.get(video_id)
+        return record is not None and record.state == "done"
+
+    def requeued_or_done(self, video_id: str) -> bool:
+        """The runtime resolved the crash: its ledger put the task back (or it already ran)."""
+        task = self.store.ledger.get(video_id)
+        return task is not None and task.state in ("queued", "done")
 
     def close(self) -> None:
         for proc in self.workers:
@@ -167,11 +185,11 @@ def measure_overhead(bench: Bench, runs: int) -> tuple[float, float, float]:
         direct_time = time.monotonic() - started
         time.sleep(0.2)
         submitted = time.time()
-        job_id = bench.submit(SPEC)
-        # Poll gently and time from the worker's own finished_at: a tight polling loop here
+        video_id = bench.submit(SPEC)
+        # Poll gently and time from the record's own finished_at: a tight polling loop here
         # would steal one of the two cores from the worker and ffmpeg it measures.
-        wait_for(lambda job_id=job_id: bench.done(job_id), 120, interval=0.05)
-        record = bench.store.get(job_id)
+        wait_for(lambda video_id=video_id: bench.done(video_id), 120, interval=0.05)
+        record = bench.store.get(video_id)
         assert record is not None
         assert record.started_at
         assert record.finished_at
@@ -191,8 +209,8 @@ def measure_recycles(bench: Bench, count: int) -> list[float]:
     for _ in range(count):
         recycling_before = len(bench.notify.times("STATUS=recycling"))
         ready_before = len(bench.notify.times("READY=1"))
-        job_id = bench.submit({**SPEC, "slides": SPEC["slides"][:1]})
-        wait_for(lambda job_id=job_id: bench.done(job_id), 120)
+        video_id = bench.submit({**SPEC, "slides": SPEC["slides"][:1]})
+        wait_for(lambda video_id=video_id: bench.done(video_id), 120)
         wait_for(lambda n=ready_before: len(bench.notify.times("READY=1")) > n, 30)
         stop = bench.notify.times("STATUS=recycling")[recycling_before]
         ready = bench.notify.times("READY=1")[ready_before]
@@ -204,7 +222,7 @@ def measure_recycles(bench: Bench, count: int) -> list[float]:
 def measure_crash(bench: Bench, via_hook: bool) -> float:
     proc = bench.start_worker()
     fault = {"kind": "segfault", "at_frame": 5, "on_attempts": 1}
-    job_id = bench.submit({**SPEC, "fault": fault})
+    video_id = bench.submit({**SPEC, "fault": fault})
     proc.wait(60)
     died = time.monotonic()
     if via_hook:
@@ -216,11 +234,11 @@ def measure_crash(bench: Bench, via_hook: bool) -> float:
             subprocess.Popen([sys.executable, *WORKER], env=bench.env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )  # fmt: skip
-    wait_for(lambda: bench.store.get(job_id).state in ("queued", "done"), 60)  # type: ignore[union-attr]
+    wait_for(lambda: bench.requeued_or_done(video_id), 60)
     resolved = time.monotonic() - died
     if via_hook:
         bench.start_worker()
-    wait_for(lambda: bench.done(job_id), 120)
+    wait_for(lambda: bench.done(video_id), 120)
     for worker in bench.workers:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -235,7 +253,7 @@ def main() -> int:
     if not shutil.which("redis-server") or not shutil.which("ffmpeg"):
         print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
         return 2
-    workdir = tempfile.mkdtemp(prefix="csbench", dir="/tmp")
+    workdir = tempfile.mkdtemp(prefix="vrbench", dir="/tmp")
     bench = Bench(workdir)
     try:
         proc = bench.start_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="1000")
@@ -262,8 +280,8 @@ def main() -> int:
         ("renderer called directly (median)", f"{direct * 1000:.0f} ms", ""),
         ("through the worker, submit to done (median)", f"{worker * 1000:.0f} ms", ""),
         ("per-task overhead", f"{overhead:+.1f} %", "<= 3 %"),
-        ("  of which outside the render (queue, ack, CAS)", f"{(worker - inside) * 1000:.0f} ms",
-         ""),
+        ("  of which outside the render (queue, ack, ledger)",
+         f"{(worker - inside) * 1000:.0f} ms", ""),
         ("recycle dead time (recycling -> READY)", f"max {max(gaps) * 1000:.0f} ms "
          f"(median {statistics.median(gaps) * 1000:.0f} ms, {len(gaps)} recycles)", "<= 1.5 s"),
         ("idle worker RSS (fresh start)", f"{idle_rss:.0f} MB", "<= 150 MB"),
