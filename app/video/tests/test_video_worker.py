@@ -81,6 +81,12 @@ def test_a_bad_spec_is_refused_with_the_field_named_and_nothing_recorded(
     assert harness.cli("submit", str(path)).returncode == 2
     assert store.counts() == {"queued": 0, "processing": 0, "done": 0, "failed": 0}
     assert store.client.llen("videos") == 0
+    # A good one, with no worker to run it: recorded and queued, then --wait gives up (exit 1).
+    waited = harness.cli("submit", "-", "--wait", "0.5", stdin=json.dumps(video_spec()))
+    assert waited.returncode == 1
+    assert "still not finished after 0.5 s" in waited.stderr
+    assert store.counts()["queued"] == 1
+    assert store.client.llen("videos") == 1
 
 
 def test_a_fault_spec_is_refused_by_a_worker_without_hooks(harness: Harness) -> None:
@@ -119,8 +125,12 @@ def test_redelivered_copies_and_second_messages_are_ignored(harness: Harness) ->
 
 def test_retry_from_failed_with_the_runtimes_command(harness: Harness) -> None:
     harness.ready_worker()
-    video_id = harness.submit(video_spec(0.5, {"kind": "alloc_bomb", "mb": 4096, "on_attempts": 1}))
-    failed = harness.wait_video(video_id, ("failed",), 60)
+    spec = video_spec(0.5, {"kind": "alloc_bomb", "mb": 4096, "on_attempts": 1})
+    submitted = harness.cli("submit", "-", "--wait", "60", stdin=json.dumps(spec))
+    assert submitted.returncode == 1, submitted.stderr  # failed
+    video_id = submitted.stdout.splitlines()[0]
+    assert re.search(r"^\s+state: failed$", submitted.stdout, re.MULTILINE)
+    failed = harness.video(video_id)
     assert failed.error == "ran out of memory: the address-space limit is 1024 MB (RLIMIT_AS)"
     harness.wait_task(video_id, ("failed",), 10)
     assert harness.runtime_cli("retry", "unknown").returncode == 4

@@ -181,15 +181,16 @@ class NotifyListener:
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: list[str] = WORKER_ARGS) -> None:
         self.env = env
         self.log = log
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, *WORKER_ARGS], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         return self
 
@@ -271,8 +272,11 @@ class Harness:
         return env
 
     def worker(self, **overrides: str) -> Worker:
+        return self.start_worker(WORKER_ARGS, self.env(**overrides))
+
+    def start_worker(self, args: list[str], env: dict[str, str]) -> Worker:
         log = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = Worker(self.env(**overrides), log).start()
+        worker = Worker(env, log, args).start()
         self.workers.append(worker)
         return worker
 
