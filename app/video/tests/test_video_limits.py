@@ -74,6 +74,7 @@ def test_a_gil_releasing_hang_is_failed_at_the_limit_and_the_worker_re_executed(
     video_id = harness.submit(video_spec(2.0, {"kind": "hang", "at_frame": 10}))
     started = time.monotonic()
     harness.wait_video(video_id, ("processing",), 30)
+    seen = time.monotonic()  # the task began before this: its deadline is at most 2 s later
     partial = f".{video_id}.{worker.pid}.partial.mp4"
     wait_for(lambda: partial in harness.files_of(video_id), 10, "ffmpeg writing its temp file")
     ffmpeg = [p for p in psutil.Process(worker.pid).children() if p.name() == "ffmpeg"]
@@ -91,7 +92,7 @@ def test_a_gil_releasing_hang_is_failed_at_the_limit_and_the_worker_re_executed(
     [reexec] = harness.notify.times("WATCHDOG_USEC=90000000")  # widened for the new image
     pings = [t for t in harness.notify.times("WATCHDOG=1") if started < t < reexec]
     assert pings
-    assert max(pings) < started + 2.5
+    assert max(pings) < seen + 2.3
     assert "in fire" in worker.output()  # every thread's stack, the render loop's included
     # Its ffmpeg was killed (the new image never waits for it, so it may linger as a zombie).
     assert not ffmpeg[0].is_running() or ffmpeg[0].status() == psutil.STATUS_ZOMBIE

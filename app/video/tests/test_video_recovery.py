@@ -22,12 +22,13 @@ def test_recovery_fails_a_stuck_video_not_a_slow_healthy_one_and_retry_renders_i
         assert "nothing to recover" in result.stdout
         time.sleep(0.5)
     assert harness.video(slow).state == "done"
-    # No frame for 5 s on its first attempt (a hang that releases the GIL): stuck.
+    # No frame for 6 s on its first attempt (a hang that releases the GIL): stuck. Its last
+    # heartbeat is at most 1 s into the attempt, so 3.5 s later it is more than 2 s old.
     stuck = harness.submit(
-        video_spec(1.0, {"kind": "hang", "at_frame": 2, "seconds": 5, "on_attempts": 1})
+        video_spec(1.0, {"kind": "hang", "at_frame": 2, "seconds": 6, "on_attempts": 1})
     )
     harness.wait_video(stuck, ("processing",), 30)
-    time.sleep(3)
+    time.sleep(3.5)
     result = harness.runtime_cli("recover", "--stuck-after", "2")
     assert result.returncode == 0, result.stderr
     assert f"{stuck} ({RENDER_TASK}): failed (stuck: no heartbeat for " in result.stdout
