@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import WORKER_ARGS, Harness, wait_record
-from helpers import wait_for
+from celery import Celery
+from runtime_harness import WORKER_ARGS, Harness, wait_record
 
+from celery_stable import protect
 from celery_stable.ledger import Ledger
+from celery_stable.settings import Settings
+from celery_stable.testing import wait_for
 
 INIT_LINES = (
     "Worker process initialized avec optimisations anti-crash",
@@ -63,6 +66,22 @@ def test_an_app_that_opts_in_itself_reports_progress(harness: Harness, ledger: L
     record = wait_record(ledger, task_id, ("done",), 30)
     assert record.progress.startswith("frame ")
     assert record.progress.endswith("/8")
+    assert harness.app.AsyncResult(task_id).get(timeout=10) == [True, 900.0]
+
+
+def test_an_app_without_a_broker_uses_the_runtimes_default() -> None:
+    """Celery's default (amqp://localhost) would split the consumer and the ledger."""
+    app = Celery("nobroker", set_as_current=False)
+    protect(app, Settings.from_env({}))
+    connection = app.connection_for_write()
+    assert (connection.transport_cls, connection.hostname, connection.port) == (
+        "redis",
+        "127.0.0.1",
+        6379,
+    )
+    named = Celery("named", broker="redis://elsewhere:6380/3", set_as_current=False)
+    protect(named, Settings.from_env({}))
+    assert named.conf.broker_url == "redis://elsewhere:6380/3"
 
 
 def test_a_prefork_worker_is_refused_with_the_fix(harness: Harness) -> None:

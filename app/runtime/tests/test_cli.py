@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Harness, wait_record
+from runtime_harness import Harness, wait_record
 
 from celery_stable.ledger import Ledger
 

@@ -8,14 +8,14 @@ import time
 
 import pytest
 from celery.exceptions import WorkerLostError
-from conftest import Harness, Worker, wait_record
-from helpers import wait_for
+from runtime_harness import Harness, WorkerProcess, wait_record
 
 from celery_stable import broker
 from celery_stable.ledger import Ledger
+from celery_stable.testing import wait_for
 
 
-def crashed(worker: Worker, task: str) -> None:
+def crashed(worker: WorkerProcess, task: str) -> None:
     assert worker.wait_exit(30) == -signal.SIGSEGV
     output = worker.output()
     assert "Fatal Python error: Segmentation fault" in output
@@ -66,7 +66,7 @@ def test_a_task_that_always_crashes_is_failed_after_k_and_the_app_is_told(
 ) -> None:
     poison = harness.send("proj.crash_always", "video-7")
     behind = [harness.send("proj.add", n, n) for n in range(2)]
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
 
     def state() -> str | None:
         record = ledger.get(poison)

@@ -7,10 +7,10 @@ import time
 
 import psutil
 from celery.exceptions import TimeLimitExceeded
-from conftest import Harness, wait_record
-from helpers import wait_for
+from runtime_harness import Harness, wait_record
 
 from celery_stable.ledger import Ledger
+from celery_stable.testing import wait_for
 
 
 def test_recycles_after_n_tasks_of_any_name_in_place(harness: Harness, ledger: Ledger) -> None:
@@ -112,7 +112,7 @@ def test_a_tasks_own_time_limit_wins_over_the_operators(harness: Harness, ledger
     assert wait_record(ledger, header, ("failed",), 30).time_limit == 1
     # The app's own task_time_limit, which Celery ignores under solo, is the task's own too.
     wait_for(lambda: harness.notify.count("READY=1") == 3, 30, "READY after two re-execs")
-    harness.workers[-1].stop()
+    harness.workers[-1].kill()
     harness.ready_worker(PROJ_TASK_TIME_LIMIT="3")
     app_wide = harness.send("proj.sleep", 30)
     assert wait_record(ledger, app_wide, ("failed",), 30).time_limit == 3

@@ -6,10 +6,10 @@ import itertools
 import signal
 import time
 
-from conftest import Harness, RedisServer, Worker, wait_record
-from helpers import wait_for
+from runtime_harness import Harness, RedisServer, WorkerProcess, wait_record
 
 from celery_stable.ledger import Ledger
+from celery_stable.testing import wait_for
 
 
 def test_recovery_gives_up_a_task_whose_worker_stopped_beating(
@@ -97,7 +97,7 @@ def test_the_worker_waits_for_a_late_broker_and_extends_its_start(
     harness: Harness, tmp_path
 ) -> None:
     late = RedisServer(tmp_path)
-    worker: Worker = harness.worker(CELERY_BROKER_URL=late.url(0))
+    worker: WorkerProcess = harness.worker(CELERY_BROKER_URL=late.url(0))
     wait_for(
         lambda: "waiting for the broker at redis://127.0.0.1:" in worker.output(), 60, "waiting"
     )
@@ -108,7 +108,7 @@ def test_the_worker_waits_for_a_late_broker_and_extends_its_start(
     try:
         wait_for(lambda: harness.notify.count("READY=1") == 1, 60, "READY once Redis is up")
     finally:
-        worker.stop()
+        worker.kill()
         late.stop()
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import Harness, wait_record
-from helpers import wait_for
+from runtime_harness import Harness, wait_record
 
 from celery_stable.ledger import Ledger
+from celery_stable.testing import wait_for
 
 
 def test_stats_reach_the_journal_and_the_textfile(harness: Harness, ledger: Ledger) -> None:

@@ -3,8 +3,8 @@
 An app needs no change: ``celery -A celery_stable.attach worker`` with
 ``CELERY_STABLE_APP_MODULE`` naming it (what the role's units run). An app may also opt in
 with one line, ``celery_stable.protect(app)``, and, while a task runs, report its progress
-(shown in systemd's STATUS, and the heartbeat then means progress) or read the time it has
-left before its hard limit.
+(shown in systemd's STATUS, and the heartbeat then means progress), or read its hard limit and
+the time it has left before it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from .runtime import Runtime
 
-__all__ = ["progress", "protect", "remaining"]
+__all__ = ["progress", "protect", "remaining", "time_limit"]
 
 
 def protect(app: Celery, settings: Any = None) -> Runtime:
@@ -45,3 +45,9 @@ def remaining() -> float | None:
     """Seconds the running task has left before its hard limit; None outside a protected task."""
     task = _current_task()
     return None if task is None else task.deadline - time.monotonic()
+
+
+def time_limit() -> float | None:
+    """The running task's hard limit in seconds; None outside a protected task."""
+    task = _current_task()
+    return None if task is None else task.time_limit_sec

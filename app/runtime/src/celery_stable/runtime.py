@@ -474,10 +474,13 @@ class Runtime:
                 )
         except Exception:
             log.exception("could not record the time limit of %s; the reap will", task.task_id)
-        # The task's children (an ffmpeg...) would outlive the image that fed them.
-        for child in psutil.Process().children(recursive=True):
+        # The task's children (an ffmpeg...) would outlive the image that fed them, and a
+        # killed child nobody waits for stays a zombie of the new image.
+        children = psutil.Process().children(recursive=True)
+        for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+        psutil.wait_procs(children, timeout=2)
         if self.stop_requested:
             self.notifier.send("STOPPING=1", "STATUS=stopping")
             os._exit(0)
@@ -498,6 +501,10 @@ def protect(app: Celery, settings: Settings | None = None) -> Runtime:
     if existing is not None:
         return existing
     runtime = Runtime(app, settings or Settings.from_env(os.environ))
+    if not app.conf.broker_url:
+        # Celery's own default is amqp://localhost: the consumer and the ledger would then talk
+        # to two brokers. One broker: the runtime's (CELERY_BROKER_URL, or its default).
+        app.conf.broker_url = runtime.settings.broker_url
     app._celery_stable = runtime  # type: ignore[attr-defined]
     app.steps["worker"].add(ProtectStep)
     uid = f"celery-stable-{id(app)}"

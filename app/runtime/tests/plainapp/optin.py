@@ -16,4 +16,4 @@ def count(frames, seconds_per_frame):
     for frame in range(frames):
         time.sleep(seconds_per_frame)
         celery_stable.progress(frame + 1, frames, "frame")
-    return celery_stable.remaining() is not None
+    return [celery_stable.remaining() is not None, celery_stable.time_limit()]
