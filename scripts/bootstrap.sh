@@ -48,14 +48,15 @@ if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-want=$(cat requirements-dev.txt app/requirements.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
+reqs=(app/runtime/requirements.txt app/video/requirements.txt)
+want=$(cat requirements-dev.txt "${reqs[@]}" 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-  log "installing control-node tools and app requirements into .venv"
+  log "installing control-node tools, the runtime and the demo app into .venv"
   .venv/bin/pip install -q -r requirements-dev.txt
-  if [[ -f app/requirements.txt ]]; then
-    .venv/bin/pip install -q -r app/requirements.txt
-    .venv/bin/pip install -q --no-deps -e app
-  fi
+  # The pins the hosts get (hashed), then both packages editable, offline (uv_build is uv's).
+  .venv/bin/uv pip install -q --python .venv/bin/python --require-hashes \
+    "${reqs[@]/#/--requirement=}"
+  .venv/bin/uv pip install -q --python .venv/bin/python --offline --no-deps -e app/runtime -e app/video
   echo "$want" > "$stamp"
 fi
 # Whole output first: `ansible --version | head -1` made ansible write into a closed pipe

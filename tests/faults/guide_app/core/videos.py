@@ -18,8 +18,10 @@ def _db():
 
 
 def create(video_id, task_id):
-    _db().hset(PREFIX + video_id, mapping={"id": video_id, "task_id": task_id, "state": "pending",
-                                           "updated_at": time.time(), "error": ""})
+    _db().hset(
+        PREFIX + video_id,
+        mapping={"id": video_id, "task_id": task_id, "state": "pending", "updated_at": time.time(), "error": ""},
+    )
 
 
 def mark(video_id, state, error=""):
