@@ -29,11 +29,13 @@ wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 
 run_stage() {
   case "$1" in
+    # Each stage's commands are chained: run_stage is called in an `if`, where set -e is off,
+    # so an unchained failure would be hidden by the next command's success.
     lint)
-      ruff check app tests roles molecule
-      ruff format --check app tests roles molecule
-      yamllint -s .
-      ansible-lint --offline
+      ruff check app tests roles molecule &&
+        ruff format --check app tests roles molecule &&
+        yamllint -s . &&
+        ansible-lint --offline
       ;;
     app)
       # Node ids relative to the repository (the list's), whichever pyproject.toml pytest picks.
@@ -41,11 +43,11 @@ run_stage() {
         -p pytest_expected_skips --expected-skips=tests/expected-skips.txt "${pytest_paths[@]}"
       ;;
     images)
-      tests/infra/images.sh bookworm amd64
-      if wants molecule:trixie || wants molecule:fleet; then tests/infra/images.sh trixie amd64; fi
-      if wants molecule:arm64; then tests/infra/images.sh bookworm arm64; fi
-      tests/infra/python-mirror.sh
-      tests/infra/wheelhouse.sh
+      tests/infra/images.sh bookworm amd64 &&
+        { ! { wants molecule:trixie || wants molecule:fleet; } || tests/infra/images.sh trixie amd64; } &&
+        { ! wants molecule:arm64 || tests/infra/images.sh bookworm arm64; } &&
+        tests/infra/python-mirror.sh &&
+        tests/infra/wheelhouse.sh
       ;;
     molecule:*)
       # The shared base named explicitly: Molecule finds it by the git root only.
