@@ -2,8 +2,9 @@
 
 Every worker is a real process started as the role's unit starts it: ``celery -A
 celery_stable.attach worker`` with ``CELERY_STABLE_APP_MODULE=video_renderer.celery_app``.
-The helpers live in video_harness.py; this directory is a package (it shares a pytest session
-with the runtime's tests, whose conftest and helpers modules have the plain names).
+The harness (video_harness.py) is celery_stable.testing's WorkerHarness pointed at this app;
+this directory is a package (it shares a pytest session with the runtime's tests, whose
+``conftest`` and ``runtime_harness`` are plain top-level modules).
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def store(redis_server: RedisServer) -> VideoStore:
-    if not redis_server.running():
-        redis_server.start()
+    redis_server.ensure_running()
     redis.Redis.from_url(redis_server.url(0)).flushall()
     return VideoStore(redis_client(redis_server.url(0)))
 

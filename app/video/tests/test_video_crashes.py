@@ -7,13 +7,13 @@ import time
 
 from video_renderer.tasks import RENDER_TASK
 
-from .video_harness import Harness, Worker, video_spec, wait_for
+from .video_harness import Harness, WorkerProcess, video_spec, wait_for
 
 SEGFAULT_ONCE = {"kind": "segfault", "at_frame": 3, "on_attempts": 1}
 POISON = {"kind": "segfault", "at_frame": 3}
 
 
-def crashed(worker: Worker) -> None:
+def crashed(worker: WorkerProcess) -> None:
     assert worker.wait_exit(30) == -signal.SIGSEGV
     log = worker.output()
     assert "Fatal Python error: Segmentation fault" in log
@@ -65,7 +65,7 @@ def test_a_poison_video_is_failed_after_two_crashes_while_the_others_render(
 ) -> None:
     poison = harness.submit(video_spec(1.0, POISON))
     good = [harness.submit(video_spec(0.3)) for _ in range(2)]
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
 
     def state() -> str | None:
         record = harness.ledger.get(poison)
