@@ -166,9 +166,10 @@ def render_video(
 
     The deadline is checked between frames and bounds the wait for ffmpeg, so an over-long render
     fails with a clear reason before the runtime's hard limit ends it (the task passes the
-    deadline of ``celery_stable.remaining()``). The output appears only complete: ffmpeg writes
-    a temp file in the same directory that is then renamed into place; a worker killed mid-render
-    leaves that temp file (``stale_partials`` finds it for the next attempt or the give-up hook).
+    deadline of ``celery_stable.remaining()``, and ``time_limit_sec``, the limit the reason names,
+    from ``celery_stable.time_limit()``). The output appears only complete: ffmpeg writes a temp
+    file in the same directory that is then renamed into place; a worker killed mid-render leaves
+    that temp file (``stale_partials`` finds it for the next attempt or the give-up hook).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"{name}.mp4"

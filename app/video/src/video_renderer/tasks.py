@@ -116,10 +116,11 @@ def _render(videos: VideoStore, video_id: str, attempt: int, task_id: str | None
     if spec.fault is not None and not spec.fault.active(attempt):
         spec = replace(spec, fault=None)
     # The runtime's hard limit for this task, as a deadline the render loop checks between
-    # frames: failing cleanly before the runtime ends the attempt by force.
+    # frames: failing cleanly before the runtime ends the attempt by force. The reason names the
+    # limit itself (celery_stable.time_limit()), not the time that was left when the task began.
     left = celery_stable.remaining()
     deadline = math.inf if left is None else time.monotonic() + left
-    limit = math.inf if left is None else round(left, 1)
+    limit = celery_stable.time_limit()
     log.info("rendering video %s (attempt %d, %d frames)", video_id, attempt, spec.total_frames)
 
     def progress(frame: int, total: int) -> None:
@@ -132,7 +133,7 @@ def _render(videos: VideoStore, video_id: str, attempt: int, task_id: str | None
             video_id,
             ffmpeg=settings.ffmpeg,
             deadline=deadline,
-            time_limit_sec=limit,
+            time_limit_sec=math.inf if limit is None else limit,
             progress=progress,
         )
     except render.RenderError as exc:
