@@ -94,8 +94,10 @@ def test_a_gil_releasing_hang_is_failed_at_the_limit_and_the_worker_re_executed(
     assert pings
     assert max(pings) < seen + 2.3
     assert "in fire" in worker.output()  # every thread's stack, the render loop's included
-    # Its ffmpeg was killed (the new image never waits for it, so it may linger as a zombie).
-    assert not ffmpeg[0].is_running() or ffmpeg[0].status() == psutil.STATUS_ZOMBIE
+    # Its ffmpeg was killed and waited for before the re-exec: gone, not a zombie of the new
+    # image (psutil counts a zombie as running), and the worker has no child left at all.
+    assert not ffmpeg[0].is_running()
+    assert psutil.Process(worker.pid).children(recursive=True) == []
     assert harness.files_of(video_id) == []  # the hook removed the dead attempt's temp file
     assert harness.wait_video(harness.submit(video_spec(0.3)), ("done",), 30).attempt == 1
 
