@@ -18,6 +18,21 @@ def test_the_guides_pool_one_queue_no_broker_in_the_code() -> None:
     assert app.main == "video_renderer"
 
 
+def test_beat_runs_the_canary_and_the_resend_of_lost_videos() -> None:
+    schedule = {
+        name: (entry["task"], entry["schedule"], entry["options"])
+        for name, entry in app.conf.beat_schedule.items()
+    }
+    assert schedule == {
+        "fleet-report": ("video_renderer.fleet_report", 120.0, {"expires": 120.0, "queue": QUEUE}),
+        # Every 3 minutes, as the runtime's recovery timer runs.
+        "resend-lost-videos": (
+            "video_renderer.resend_lost_videos", 180.0, {"expires": 180.0, "queue": QUEUE}
+        ),
+    }  # fmt: skip
+    assert {"video_renderer.fleet_report", "video_renderer.resend_lost_videos"} <= set(app.tasks)
+
+
 def test_the_apps_own_line_protects_a_worker_started_without_attach(harness: Harness) -> None:
     # `celery -A video_renderer.celery_app worker`: no attach, no CELERY_STABLE_APP_MODULE. READY=1
     # and the STATUS line come from the runtime (Celery sends neither), so the app's own

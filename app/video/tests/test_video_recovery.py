@@ -1,10 +1,15 @@
-"""Stuck means no progress, not long; a short Redis restart mid-render loses no result."""
+"""Stuck means no progress, not long; a short Redis restart mid-render loses no result; a queued
+video whose message is gone is sent again."""
 
 from __future__ import annotations
 
 import time
 
-from video_renderer.tasks import RENDER_TASK
+import pytest
+
+from video_renderer.celery_app import app
+from video_renderer.jobs import VideoStore
+from video_renderer.tasks import RENDER_TASK, resend_lost_videos
 
 from .video_harness import Harness, RedisServer, video_spec, wait_for
 
@@ -59,3 +64,37 @@ def test_a_short_redis_restart_mid_render_loses_no_result(
     record = harness.wait_video(video_id, ("done",), 60)
     assert record.attempt == 1
     assert harness.task(video_id).attempts == 1
+
+
+def test_recovery_resends_a_queued_video_whose_message_is_gone(
+    harness: Harness, store: VideoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A video recorded and queued with no message anywhere in the broker would never run."""
+    # The runtime's threshold, read by the app's task as the worker's environment gives it.
+    monkeypatch.setenv("CELERY_STABLE_STUCK_AFTER_SEC", "30")
+    # Recorded but never enqueued (as after a broker that lost its data, or a lost enqueue).
+    lost = store.create(video_spec(0.5)).id
+    # Enqueued while no worker runs: its message waits in the queue and must not be doubled.
+    waiting = harness.submit(video_spec(0.5))
+    # No message either, but recorded just now: its message may be on its way, left alone.
+    recent = store.create(video_spec(0.5)).id
+    old = store.ledger.now() - 60
+    for video_id in (lost, waiting):
+        store.client.hset(store.key(video_id), "created_at", old)
+    # Run as Beat sends it every 3 minutes (here, in this process).
+    assert resend_lost_videos() == [lost]
+    assert store.client.llen("videos") == 2
+    # The old message of the lost video turns up after all, late: the runtime's ledger and the
+    # video's compare-and-set let only one of its two messages render.
+    app.send_task(RENDER_TASK, args=[lost], task_id=lost)
+    worker = harness.ready_worker()
+    for video_id in (lost, waiting):
+        assert harness.wait_video(video_id, ("done",), 30).attempt == 1
+        assert harness.task(video_id).attempts == 1
+    wait_for(lambda: f"ignored a message for video {lost}: the video is done by attempt 1"
+             in worker.output(), 30, "the late message ignored")  # fmt: skip
+    log = worker.output()
+    assert log.count(f"rendering video {lost}") == log.count(f"rendering video {waiting}") == 1
+    assert harness.video(recent).state == "queued"
+    # Nothing left to resend: each video ran once, and the recent one is still too young.
+    assert resend_lost_videos() == []

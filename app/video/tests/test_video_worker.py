@@ -177,7 +177,7 @@ def test_a_broker_down_is_a_clear_message_and_nothing_is_recorded(
 
 
 def test_beat_sends_the_fleet_report_canary(harness: Harness) -> None:
-    [entry] = app.conf.beat_schedule.values()
+    entry = app.conf.beat_schedule["fleet-report"]
     assert (entry["task"], entry["schedule"], entry["options"]["expires"]) == (
         "video_renderer.fleet_report", 120.0, 120.0
     )  # fmt: skip

@@ -16,6 +16,10 @@ QUEUE = "videos"
 FLEET_TASK = "video_renderer.fleet_report"
 # Beat's canary: a report nobody ran within its period is worthless, so it expires then.
 FLEET_REPORT_SEC = 120.0
+RESEND_TASK = "video_renderer.resend_lost_videos"
+# Every 3 minutes, like the runtime's recovery timer; the next run does the same job, so a run
+# nobody started within its period expires too.
+RESEND_LOST_SEC = 180.0
 
 # A bad VIDEO_RENDERER_* value stops the import here, naming the variable: the worker then exits
 # with the runtime's configuration error (EX_CONFIG, not restarted in a loop) before consuming.
@@ -41,6 +45,12 @@ app.conf.update(
             "task": FLEET_TASK,
             "schedule": FLEET_REPORT_SEC,
             "options": {"expires": FLEET_REPORT_SEC, "queue": QUEUE},
+        },
+        # A video recorded and queued whose message the broker no longer holds is sent again.
+        "resend-lost-videos": {
+            "task": RESEND_TASK,
+            "schedule": RESEND_LOST_SEC,
+            "options": {"expires": RESEND_LOST_SEC, "queue": QUEUE},
         },
     },
 )

@@ -213,6 +213,10 @@ class VideoStore:
                     break
         return records
 
+    def ids_in(self, state: str) -> list[str]:
+        """The ids of the videos in ``state`` (its index set), sorted."""
+        return sorted(cast("set[str]", self.client.smembers(self._states + state)))
+
     def counts(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
         for state in STATES:

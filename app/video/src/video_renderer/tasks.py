@@ -1,15 +1,19 @@
-"""The app's tasks: render one video, mark a video the runtime gave up, and Beat's canary.
+"""The app's tasks: render one video, mark a video the runtime gave up, Beat's canary, and
+Beat's resend of a queued video whose message is gone.
 
 The runtime (celery_stable) decides whether a delivery runs at all (a redelivered copy of a
 finished task, a copy of a running one, a task that crashed the worker too often are not run),
 counts its attempts, and ends it past its hard limit. These tasks only say what a video is:
-processing, done with its output, or failed with the reason.
+processing, done with its output, or failed with the reason. The one loss the runtime cannot see
+is the app's: a video recorded and queued whose message never reached a worker (the ledger
+knows a task only once a worker picked it up), which ``resend_lost_videos`` sends again.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
 import time
 from dataclasses import replace
@@ -17,9 +21,11 @@ from typing import Any
 
 import celery_stable
 from celery import Task
+from celery_stable.broker import redis_channel
+from celery_stable.settings import Settings
 
 from . import render
-from .celery_app import FLEET_TASK, QUEUE, app
+from .celery_app import FLEET_TASK, QUEUE, RESEND_TASK, app
 from .jobs import Outcome, VideoStore
 from .settings import current
 from .spec import SpecError, validate_spec
@@ -206,3 +212,67 @@ def fleet_report() -> dict[str, int]:
         QUEUE,
     )
     return {**counts, "queue_depth": depth}
+
+
+@app.task(name=RESEND_TASK, ignore_result=True)
+def resend_lost_videos() -> list[str]:
+    """Beat's job every 3 minutes: send again a queued video whose message the broker lost.
+
+    A video is recorded, then its message is sent; a Redis that lost data, or a submit that died
+    between the two, leaves a video queued that nothing would ever run, and the runtime cannot
+    tell (its ledger knows a task once a worker picked it up). A video queued for longer than
+    ``CELERY_STABLE_STUCK_AFTER_SEC`` (the runtime's own threshold, read through its settings),
+    whose id is in no message of the queue's lists nor of the ``unacked`` hash, and that the
+    ledger does not know, is sent again with the same task id. Its record is not touched: if the
+    old message was only late after all, the runtime's ledger (a second message of a done task
+    is a new record) and the video's compare-and-set (``begin`` refuses an attempt that is not
+    newer) let exactly one of the two render.
+    """
+    older_than = Settings.from_env(os.environ).stuck_after_sec
+    return resend_lost(store(), older_than)
+
+
+def resend_lost(videos: VideoStore, older_than_sec: float) -> list[str]:
+    """The ids sent again (see :func:`resend_lost_videos`); ages on the Redis server's clock."""
+    now = videos.ledger.now()
+    waiting = [
+        record
+        for record in map(videos.get, videos.ids_in("queued"))
+        if record is not None
+        and record.state == "queued"
+        and now - record.created_at > older_than_sec
+    ]
+    if not waiting:
+        return []
+    # The broker first, the ledger after: a message a worker takes meanwhile is then seen in
+    # one of the two (and a copy sent anyway would still render once, as above).
+    held = _broker_messages()
+    resent = []
+    for record in waiting:
+        if any(record.id in message for message in held) or videos.ledger.get(record.id):
+            continue
+        app.send_task(RENDER_TASK, args=[record.id], task_id=record.id)
+        log.warning(
+            "video %s: queued %.0f s ago and its message is in neither queue %s nor the unacked "
+            "hash: sent again",
+            record.id,
+            now - record.created_at,
+            QUEUE,
+        )
+        resent.append(record.id)
+    return resent
+
+
+def _broker_messages() -> list[str]:
+    """Every message the broker holds for the queue (each priority's list) or unacked, as text:
+    kombu's envelope names the task id in its headers."""
+    with (
+        app.connection_for_write() as connection,
+        redis_channel(connection) as channel,
+        channel.conn_or_acquire() as client,
+    ):
+        raw: list[bytes | str] = []
+        for priority in channel.priority_steps:
+            raw.extend(client.lrange(channel._q_for_pri(QUEUE, priority), 0, -1))
+        raw.extend(client.hvals(channel.unacked_key))
+    return [item.decode() if isinstance(item, bytes) else item for item in raw]
