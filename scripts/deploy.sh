@@ -66,12 +66,15 @@ log "ansible-playbook -i $state/inventory.yml playbooks/site.yml"
 .venv/bin/ansible-playbook -i "$state/inventory.yml" playbooks/site.yml
 
 log "rendering the sample video through the deployed worker"
-docker exec -i "$name" celery-stable submit - --wait 300 <app/examples/hello.json | tee "$state/sample.txt"
+docker exec -i "$name" video-renderer submit - --wait 300 <app/examples/hello.json | tee "$state/sample.txt"
 video_id=$(head -1 "$state/sample.txt")
 docker exec "$name" ffprobe -v error -show_entries stream=codec_name,width,height,nb_frames \
   -show_entries format=duration -of default=noprint_wrappers=1 \
   "/var/lib/celery-stable/videos/$video_id.mp4"
 
+log "docker exec $name celery-stable status $video_id   # the runtime's crash ledger"
+docker exec "$name" celery-stable status "$video_id"
+
 log "docker exec $name systemctl status celery-worker"
 docker exec "$name" systemctl status celery-worker --no-pager --lines=5 || true
-log "done. Try: docker exec -it $name bash; celery-stable list; journalctl -u celery-worker"
+log "done. Try: docker exec -it $name bash; video-renderer list; celery-stable list; journalctl -u celery-worker"
