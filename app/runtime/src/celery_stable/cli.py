@@ -172,6 +172,27 @@ def cmd_reap(session: Session, _args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check_app(session: Session, _args: argparse.Namespace) -> int:
+    """Whether a worker would start on this environment: its settings and its app load."""
+    try:
+        app = load_app(session.settings)
+        # What the worker imports before it consumes: the app's task modules (`include`...).
+        app.loader.import_default_modules()
+    except ConfigError as exc:
+        print(f"celery-stable: {exc}", file=sys.stderr)
+        return EXIT_BAD
+    except Exception as exc:  # noqa: BLE001 (whatever a task module raises, say it)
+        print(
+            f"celery-stable: the tasks of {session.settings.app_module!r} do not import: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD
+    names = sorted(name for name in app.tasks if not name.startswith("celery."))
+    print(f"{session.settings.app_module}: ok, {len(names)} task(s): {' '.join(names)}")
+    return EXIT_OK
+
+
 def cmd_check_config(env_file: Path) -> int:
     problems = check_file(env_file)
     for problem in problems:
@@ -188,6 +209,7 @@ COMMANDS: dict[str, Callable[[Session, argparse.Namespace], int]] = {
     "retry": cmd_retry,
     "recover": cmd_recover,
     "reap": cmd_reap,
+    "check-app": cmd_check_app,
 }
 
 
@@ -226,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reap", parents=[common], help="ExecStopPost hook: resolve the tasks of dead workers here"
     )
     sub.add_parser("check-config", parents=[common], help="validate an environment file")
+    sub.add_parser(
+        "check-app", parents=[common], help="load the app as a worker would (settings, import)"
+    )
     return parser
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import NoReturn
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ def command() -> list[str]:
     return [sys.executable, *sys.orig_argv[1:]]
 
 
-def reexec(reason: str) -> NoReturn:
-    """Replace this process with a fresh copy of itself (callable from any thread)."""
+def reexec(reason: str, env: Mapping[str, str] | None = None) -> NoReturn:
+    """Replace this process with a fresh copy of itself (callable from any thread), on ``env``
+    (the environment file as it is now) when given."""
     argv = command()
     log.warning("re-executing in place (%s): %s", reason, " ".join(argv))
     for handler in logging.getLogger().handlers:
@@ -55,4 +57,6 @@ def reexec(reason: str) -> NoReturn:
     # As Celery's SIGHUP restart: no descriptor but the standard streams survives into the
     # new image (a library's socket opened without O_CLOEXEC would otherwise leak).
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    os.execv(sys.executable, argv)  # noqa: S606 (argv list, no shell)
+    if env is None:
+        os.execv(sys.executable, argv)  # noqa: S606 (argv list, no shell)
+    os.execve(sys.executable, argv, dict(env))  # noqa: S606

@@ -17,20 +17,21 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psutil
-from celery import Celery, bootsteps, signals
+from celery import Celery, bootsteps, platforms, signals
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.exceptions import ImproperlyConfigured
 from celery.worker import state as worker_state
 from kombu.utils.url import maybe_sanitize_url
 from redis import exceptions as redis_errors
 
-from . import broker, recycle
+from . import broker, recycle, reload
 from .ledger import NOW, Ledger, Owner, TaskRecord, merge_tags, redis_client
 from .monitor import ENFORCE_SLACK_SEC, CurrentTask, Monitor, Reporter, TaskTracker
 from .native_init import STDERR_FD, init_worker_process
@@ -82,7 +83,7 @@ def native_hang_guard(seconds: float) -> Iterator[None]:
         faulthandler.cancel_dump_traceback_later()
 
 
-class ProtectStep(bootsteps.Step):
+class ProtectStep(bootsteps.StartStopStep):
     """Worker bootstep: after the pool, before the consumer (which is always last)."""
 
     label = "celery-stable"
@@ -92,6 +93,16 @@ class ProtectStep(bootsteps.Step):
         runtime: Runtime | None = getattr(worker.app, "_celery_stable", None)
         if runtime is not None:
             runtime.on_worker_init(worker)
+
+    def start(self, worker: Any) -> None:
+        # After Celery installed its own signal handlers (the blueprint's on_start), before
+        # the consumer: SIGHUP becomes the runtime's graceful reload.
+        runtime: Runtime | None = getattr(worker.app, "_celery_stable", None)
+        if runtime is not None:
+            platforms.signals["SIGHUP"] = runtime.on_reload_signal
+
+    def stop(self, worker: Any) -> None:
+        pass
 
 
 class Runtime:
@@ -107,6 +118,10 @@ class Runtime:
         self.stop_requested = False
         self._ledger: Ledger | None = None
         self._outcomes: dict[str, tuple[str, Any]] = {}
+        # The variables the process got from the environment file, so that a re-exec can
+        # drop those the file no longer has.
+        self._file_keys = reload.file_keys(os.environ, settings.env_file)
+        self._reloading = threading.Lock()
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -249,7 +264,39 @@ class Runtime:
             self.notifier.send("WATCHDOG=1", f"WATCHDOG_USEC={widened}")
         # An interval timer survives execve: the hang guard's must not kill the new image.
         signal.setitimer(signal.ITIMER_REAL, 0)
-        recycle.reexec(reason)
+        env = reload.environment_for_reexec(os.environ, self.settings.env_file, self._file_keys)
+        recycle.reexec(reason, env)
+
+    def on_reload_signal(self, *_: Any) -> None:
+        """SIGHUP (``systemctl reload``): check the new image in a thread, the handler returns."""
+        threading.Thread(target=self.reload, name="celery-stable-reload", daemon=True).start()
+
+    def reload(self) -> bool:
+        """Finish the running task, then re-exec on the new code and environment file; or, if
+        that image would not start, refuse and go on as now. Whether the reload goes ahead."""
+        if not self._reloading.acquire(blocking=False):
+            return False
+        try:
+            self.notifier.send("STATUS=reload: checking the new code and environment file")
+            try:
+                env = reload.fresh_environment(os.environ, self.settings.env_file, self._file_keys)
+                problem = reload.check_new_image(env)
+            except Exception as exc:  # noqa: BLE001 (a reload must never take the worker down)
+                problem = f"{type(exc).__name__}: {exc}"
+            if problem is not None:
+                log.critical(
+                    "reload refused, going on with the running code and configuration: %s",
+                    problem,
+                )
+                self.notifier.send(f"STATUS=reload refused: {problem}"[:400])
+                return False
+            log.warning("reload: the new image checks out; re-executing after the current task")
+            self.recycle = self.recycle or "reload"
+            self.tracker.recycling = "reload (after the current task)"
+            recycle.request_warm_stop()
+            return True
+        finally:
+            self._reloading.release()
 
     # --- one task ------------------------------------------------------------------------------
 

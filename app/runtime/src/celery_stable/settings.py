@@ -124,6 +124,8 @@ VARIABLES: tuple[Variable, ...] = (
              _module, "the operator's Celery app, as `celery -A` takes it"),
     Variable("CELERY_STABLE_APP_PATH", "app_path", None, "", _abs_path,
              "a directory put first on sys.path to import an app shipped as plain files"),
+    Variable("CELERY_STABLE_ENV_FILE", "env_file", None, "", _abs_path,
+             "this file's own path: a reload or recycle re-executes on its current content"),
     Variable("CELERY_STABLE_GIVEUP_TASK", "giveup_task", "celery_stable_giveup_task", "",
              _task_name, "a task of the app sent when the runtime gives a task up; empty: none"),
     Variable("CELERY_STABLE_MAX_TASKS_PER_CHILD", "max_tasks_per_child",
@@ -192,6 +194,7 @@ class Settings:
     result_backend: str
     app_module: str | None
     app_path: str
+    env_file: str
     giveup_task: str
     max_tasks_per_child: int
     max_memory_per_child_kb: int
