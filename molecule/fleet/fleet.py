@@ -3,9 +3,18 @@
 the middle of a render, and the count that nothing was lost.
 
 Runs on the controller (molecule/fleet/verify.yml calls it) and drives the hosts as an operator
-would: the `celery-stable` CLI on the broker host, `systemctl`/`journalctl` on each host, and
-`docker kill` for the host that dies (a power cut: no shutdown, no ExecStopPost, nothing on it
-runs again). Prints what it saw and the counts; exits 1 when a check fails.
+would, through tests/infra/hosts.py (`docker exec` only): the demo app's `video-renderer
+submit/list` and the runtime's `celery-stable list/status/retry` on the broker host,
+`systemctl`/`journalctl` on each host, and `docker kill` for the host that dies (a power cut: no
+shutdown, no ExecStopPost, nothing on it runs again). A video's id is its Celery task's id, so
+each video has two records read together: the app's (`video-renderer list --json`: queued,
+processing, done or failed, its output or error) and the runtime's crash ledger (`celery-stable
+list --json`: attempts, crashes, cause, the host that ran it). Prints what it saw and the
+counts; exits 1 when a check fails.
+
+Every wait is for a state that, once reached, stays (a video done in both records, a worker
+idle and consuming), never a fixed sleep before a reading, so each check holds whatever the
+moment it runs: during a recovery-timer run, a Beat job, a worker's recycle in place.
 
     molecule/fleet/fleet.py --broker celery-stable-fleet-broker \
         --workers celery-stable-fleet-worker1 celery-stable-fleet-worker2
@@ -19,9 +28,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "infra"))
+from hosts import Host, HostError, poll
 
 FINAL = ("done", "failed")
-
+RENDER_TASK = "video_renderer.render_video"
+FLEET_ADDRESS = "10.213.5.10"
+# The videos' record and the ledger's, read in one `docker exec` (one moment), split by a line.
+SPLIT = "=== celery-stable list ==="
 
 _out = None
 
@@ -37,27 +54,72 @@ def log(message: str) -> None:
     emit(f"[fleet {time.strftime('%H:%M:%S')}] {message}")
 
 
+def spec(title: str, text: str, *, width: int = 640, height: int = 360, duration: float = 4.0,
+         parts: int = 1, background: str = "#1e3a8a") -> dict[str, Any]:  # fmt: skip
+    return {
+        "title": title,
+        "width": width,
+        "height": height,
+        "fps": 25,
+        "slides": [
+            {
+                "text": text if parts == 1 else f"{text}, part {n}",
+                "duration": duration,
+                "background": background,
+                "color": "#ffffff",
+            }
+            for n in range(1, parts + 1)
+        ],
+    }
+
+
+class Video:
+    """One video as the operator sees it: the app's record and the runtime's, same id."""
+
+    def __init__(self, video_id: str, video: dict | None, task: dict | None) -> None:
+        self.id = video_id
+        self.video = video or {"state": "missing", "error": ""}
+        self.task = task or {"state": "missing", "host": "", "attempts": 0, "crashes": 0}
+
+    @property
+    def state(self) -> str:
+        """The video's state once both records agree on it; else `<app>/<ledger>`."""
+        video, task = self.video["state"], self.task["state"]
+        same = video == task or (video == "processing" and task == "running")
+        return video if same else f"{video}/{task}"
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    @property
+    def host(self) -> str:
+        return self.task.get("host") or ""
+
+    @property
+    def reason(self) -> str:
+        return self.video.get("error") or ""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.id} {self.state} on {self.host or '-'} (attempts {self.task.get('attempts')}, "
+            f"crashes {self.task.get('crashes')}, cause {self.task.get('cause') or '-'})"
+        )
+
+
 class Fleet:
     def __init__(self, broker: str, workers: list[str]) -> None:
-        self.broker = broker
-        self.workers = workers
+        self.broker = Host(broker)
+        self.workers = [Host(w) for w in workers]
         self.failures: list[str] = []
         self.accepted: list[str] = []
 
-    # --- plumbing ----------------------------------------------------------------------------
+    @property
+    def hosts(self) -> list[Host]:
+        return [self.broker, *self.workers]
 
-    def sh(self, host: str, command: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            ["docker", "exec", "-i", host, "bash", "-c", command],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{host}: `{command}` exited {proc.returncode}: {proc.stderr.strip()}")
-        return proc.stdout.strip()
+    def worker_names(self) -> list[str]:
+        return [str(w) for w in self.workers]
 
     def check(self, ok: bool, what: str) -> bool:
         log(("ok: " if ok else "FAILED: ") + what)
@@ -65,209 +127,211 @@ class Fleet:
             self.failures.append(what)
         return ok
 
-    def submit(self, spec: dict) -> str:
-        job_id = self.sh(self.broker, "celery-stable submit -", stdin=json.dumps(spec))
-        self.accepted.append(job_id)
-        return job_id
+    # --- the operator's commands -------------------------------------------------------------
 
-    def records(self) -> dict[str, dict]:
-        listing = json.loads(self.sh(self.broker, "celery-stable list --json --limit 1000"))
-        return {record["id"]: record for record in listing}
+    def submit(self, specs: list[dict]) -> list[str]:
+        """`video-renderer submit -` for each spec, all at once (one process each, in parallel),
+        so a burst is queued within a second or two; the ids in the order of the specs."""
+        script = (
+            "set -e; dir=$(mktemp -d); n=0\n"
+            'while IFS= read -r line; do n=$((n + 1)); printf "%s" "$line" > "$dir/$n.json"; done\n'
+            'for i in $(seq 1 "$n"); do video-renderer submit - < "$dir/$i.json" > "$dir/$i.id" & done\n'
+            "wait\n"
+            'for i in $(seq 1 "$n"); do head -1 "$dir/$i.id"; done; rm -rf "$dir"'
+        )
+        stdin = "".join(json.dumps(s) + "\n" for s in specs)
+        ids = self.broker.out(script, stdin=stdin).split()
+        if len(ids) != len(specs) or not all(ids):
+            raise HostError(f"video-renderer submit: {len(specs)} specs, got ids {ids}")
+        self.accepted += ids
+        return ids
 
-    def wait(self, ids: list[str], timeout: float, until=None) -> dict[str, dict]:
-        """Poll until every id is done/failed (or `until(records)` holds), or the timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            records = self.records()
-            mine = {i: records.get(i, {"id": i, "state": "missing"}) for i in ids}
-            if until(mine) if until else all(r["state"] in FINAL for r in mine.values()):
-                return mine
-            if time.monotonic() > deadline:
-                log(f"timeout after {timeout:.0f} s: {Counter(r['state'] for r in mine.values())}")
-                return mine
-            time.sleep(1)
+    def videos(self, ids: list[str]) -> dict[str, Video]:
+        """Both records of each id, read at one moment."""
+        text = self.broker.out(
+            f"video-renderer list --json --limit 1000; echo '{SPLIT}'; "
+            f"celery-stable list --json --name {RENDER_TASK} --limit 1000"
+        )
+        apps, ledger = text.split(SPLIT)
+        by_app = {v["id"]: v for v in json.loads(apps)}
+        by_ledger = {t["id"]: t for t in json.loads(ledger)}
+        return {i: Video(i, by_app.get(i), by_ledger.get(i)) for i in ids}
+
+    def status(self, video_id: str) -> Video:
+        """`video-renderer status ID --json` and `celery-stable status ID --json`."""
+        text = self.broker.out(
+            f"video-renderer status {video_id} --json; echo '{SPLIT}'; "
+            f"celery-stable status {video_id} --json || echo null"
+        )
+        app, task = text.split(SPLIT)
+        return Video(video_id, json.loads(app), json.loads(task))
+
+    def wait(self, ids: list[str], timeout: float, until=None) -> dict[str, Video]:
+        """Poll until `until(videos)` holds (default: every id final in both records), or the
+        timeout; the last reading either way."""
+        done = until or (lambda videos: all(v.final for v in videos.values()))
+        last: dict[str, dict[str, Video]] = {}
+
+        def reading() -> bool:
+            last["videos"] = self.videos(ids)
+            return done(last["videos"])
+
+        if not poll(reading, timeout, interval=1):
+            log(f"timeout after {timeout:.0f} s: {Counter(v.state for v in last['videos'].values())}")
+        return last["videos"]
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Until every worker's STATUS (sd_notify) says idle: consuming, not recycling."""
+
+        def statuses() -> dict[str, str] | None:
+            status = {str(w): w.prop("celery-worker.service", "StatusText") for w in self.workers}
+            return status if all(s.startswith("idle") for s in status.values()) else None
+
+        status = poll(statuses, timeout, interval=1)
+        self.check(status is not None, f"both workers idle before the burst: {status}")
 
     # --- the checks --------------------------------------------------------------------------
 
     def platform(self) -> None:
-        for host in [self.broker, *self.workers]:
-            line = self.sh(
-                host,
-                'echo "$(uname -m), $(/opt/celery-stable/venv/bin/python -V), system $(python3 -V)"',
-            )
+        for host in self.hosts:
+            line = host.out('echo "$(uname -m), $(/opt/celery-stable/venv/bin/python -V), system $(python3 -V)"')
             log(f"{host}: {line}")
 
     def beat_and_broker(self) -> None:
-        beats = {h: self.sh(h, "systemctl is-active celery-beat", check=False) for h in self.hosts}
-        workers = {h: self.sh(h, "systemctl is-active celery-worker", check=False) for h in self.hosts}
+        beats = {str(h): h.sh("systemctl is-active celery-beat", check=False).stdout.strip() for h in self.hosts}
+        workers = {str(h): h.sh("systemctl is-active celery-worker", check=False).stdout.strip() for h in self.hosts}
         log(f"celery-beat: {beats}")
         log(f"celery-worker: {workers}")
         self.check(
-            [h for h, state in beats.items() if state == "active"] == [self.broker],
+            [h for h, state in beats.items() if state == "active"] == [str(self.broker)],
             "Beat runs on exactly one host, the broker host",
         )
         self.check(
-            all(workers[h] == "active" for h in self.workers) and workers[self.broker] != "active",
+            all(workers[str(h)] == "active" for h in self.workers) and workers[str(self.broker)] != "active",
             "a worker on each worker host, none on the broker host",
         )
-        listening = self.sh(self.broker, "ss -Hltn 'sport = :6379' | awk '{print $4}' | sort")
-        log(f"redis listens on: {' '.join(listening.split())}")
-        self.check(
-            "10.213.5.10:6379" in listening.split(),
-            "Redis listens on the fleet address",
+        listening = self.broker.out("ss -Hltn 'sport = :6379' | awk '{print $4}' | sort").split()
+        log(f"redis listens on: {' '.join(listening)}")
+        self.check(f"{FLEET_ADDRESS}:6379" in listening, "Redis listens on the fleet address")
+        # From a worker host, without the password: Redis answers NOAUTH (the CLIs, which have
+        # it in the env file, work: every submit below goes through them).
+        anonymous = (
+            self.workers[0]
+            .sh(
+                "python3 -",
+                stdin=(
+                    "import socket\n"
+                    f"s = socket.create_connection(('{FLEET_ADDRESS}', 6379), 5)\n"
+                    "s.sendall(b'PING\\r\\n')\n"
+                    "print(s.recv(200).decode().strip())\n"
+                ),
+                check=False,
+            )
+            .stdout.strip()
         )
-        # From a worker host, without the password: Redis answers NOAUTH (the CLI, which has
-        # it in the env file, works: every submit below goes through it).
-        anonymous = self.sh(
-            self.workers[0],
-            "python3 -",
-            stdin=(
-                "import socket\n"
-                "s = socket.create_connection(('10.213.5.10', 6379), 5)\n"
-                "s.sendall(b'PING\\r\\n')\n"
-                "print(s.recv(200).decode().strip())\n"
-            ),
-            check=False,
-        )
-        log(f"{self.workers[0]} -> 10.213.5.10:6379 PING without the password: {anonymous}")
-        self.check(
-            anonymous.startswith("-NOAUTH"),
-            "Redis refuses a client without the password",
-        )
-
-    @property
-    def hosts(self) -> list[str]:
-        return [self.broker, *self.workers]
+        log(f"{self.workers[0]} -> {FLEET_ADDRESS}:6379 PING without the password: {anonymous}")
+        self.check(anonymous.startswith("-NOAUTH"), "Redis refuses a client without the password")
 
     def spread(self, count: int) -> Counter:
-        log(f"submitting {count} videos")
-        ids = [
-            self.submit(
-                {
-                    "title": f"fleet spread {n}",
-                    "width": 640,
-                    "height": 360,
-                    "fps": 25,
-                    "slides": [
-                        {
-                            "text": f"video {n}",
-                            "duration": 2.0,
-                            "background": "#1e3a8a",
-                            "color": "#ffffff",
-                        }
-                    ],
-                }
-            )
-            for n in range(1, count + 1)
-        ]
-        records = self.wait(ids, 300)
-        done = Counter(r.get("host") for r in records.values() if r["state"] == "done")
+        # A burst while both workers consume: with one message prefetched each (solo, prefetch
+        # 1, acks late), a worker busy with one video cannot take the next, so the other does.
+        self.wait_idle()
+        log(f"submitting {count} videos at once")
+        ids = self.submit([spec(f"fleet spread {n}", f"video {n}") for n in range(1, count + 1)])
+        videos = self.wait(ids, 300)
+        done = Counter(v.host for v in videos.values() if v.state == "done")
         log(f"spread: {dict(done)} done of {count}")
-        self.check(sum(done.values()) == count, f"all {count} videos done")
-        self.check(all(done[h] > 0 for h in self.workers), "both worker hosts rendered videos")
+        for video in videos.values():
+            if video.state != "done":
+                log(f"not done: {video} {video.reason}")
+        self.check(sum(done.values()) == count, f"all {count} videos done (app and ledger)")
+        self.check(all(done[w] > 0 for w in self.worker_names()), "both worker hosts rendered videos")
+        self.check(
+            all(v.task["attempts"] == 1 and v.task["crashes"] == 0 for v in videos.values()),
+            "each in 1 attempt, 0 crashes",
+        )
         return done
 
-    def host_loss(self, behind: int) -> tuple[Counter, list[dict], str]:
-        slow = self.submit(
-            {
-                "title": "fleet slow 720p",
-                "width": 1280,
-                "height": 720,
-                "fps": 25,
-                # 10 minutes of video, 15000 frames: a render of a minute or more here, so the
-                # kill lands in the middle of it.
-                "slides": [
-                    {
-                        "text": f"a long render, part {n}",
-                        "duration": 200.0,
-                        "background": "#7f1d1d",
-                        "color": "#ffffff",
-                    }
-                    for n in (1, 2, 3)
-                ],
-            }
-        )
-        # Wait until the slow video is rendering and has reported progress at least once.
-        records = self.wait(
-            [slow],
-            120,
-            until=lambda r: r[slow]["state"] == "processing" and r[slow].get("heartbeat_at"),
-        )
-        victim = records[slow].get("host")
-        if not self.check(
-            records[slow]["state"] == "processing" and victim in self.workers,
-            f"slow video {slow} is rendering on a worker host ({victim})",
-        ):
-            return Counter(), [], ""
-        survivor = next(h for h in self.workers if h != victim)
-        ids = [
-            self.submit(
-                {
-                    "title": f"fleet behind {n}",
-                    "width": 640,
-                    "height": 360,
-                    "fps": 25,
-                    "slides": [
-                        {
-                            "text": f"queued {n}",
-                            "duration": 2.0,
-                            "background": "#1e3a8a",
-                            "color": "#ffffff",
-                        }
-                    ],
-                }
+    def host_loss(self, behind: int) -> tuple[Counter, list[Video], str]:
+        # 10 minutes of 720p video, 15000 frames: a render of minutes here, so the kill lands in
+        # the middle of it.
+        (slow,) = self.submit([spec("fleet slow 720p", "a long render", width=1280, height=720,
+                                    duration=200.0, parts=3, background="#7f1d1d")])  # fmt: skip
+
+        # Rendering on a worker host, in both records, and its progress reported.
+        def rendering(videos: dict[str, Video]) -> bool:
+            video = videos[slow]
+            return (
+                video.state == "processing" and video.host in self.worker_names() and bool(video.task.get("progress"))
             )
-            for n in range(1, behind + 1)
-        ]
-        time.sleep(3)
-        progress = self.records()[slow]
+
+        video = self.wait([slow], 120, until=rendering)[slow]
+        victim_name = video.host
+        if not self.check(rendering({slow: video}), f"slow video {slow} is rendering on a worker host: {video}"):
+            return Counter(), [], ""
+        victim = next(w for w in self.workers if str(w) == victim_name)
+        survivor = next(w for w in self.workers if w is not victim)
+        ids = self.submit([spec(f"fleet behind {n}", f"queued {n}") for n in range(1, behind + 1)])
+        video = self.status(slow)
+        progress = video.task.get("progress", "")
+        # "frame 250/15000" (celery_stable.progress(done, total, "frame")).
+        frame, _, total = progress.rpartition(" ")[2].partition("/")
         if not self.check(
-            progress["state"] == "processing",
-            f"{slow} still rendering on {victim} just before the kill ({progress['state']})",
+            video.state == "processing"
+            and video.host == victim_name
+            and frame.isdigit()
+            and int(frame) < int(total or 0),
+            f"{slow} still rendering on {victim} just before the kill ({video.state}, {progress or 'no progress'})",
         ):
             return Counter(), [], ""
-        log(
-            f"docker kill {victim} mid-render of {slow} "
-            f"(last progress {time.time() - progress['heartbeat_at']:.0f} s ago)"
-        )
+        age = float(self.broker.out("date +%s.%N")) - float(video.task.get("heartbeat_at") or 0)
+        log(f"docker kill {victim} mid-render of {slow} ({progress}, last heartbeat {age:.0f} s ago)")
         killed_at = time.time()
-        subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
-        records = self.wait([slow, *ids], 330)
+        subprocess.run(["docker", "kill", str(victim)], check=True, capture_output=True)
+        # Resolved: the 4 by the survivor; the slow one once its heartbeat is older than
+        # celery_stable_stuck_after_sec (30 s here) at a recovery-timer slot (every 3 min, on
+        # every host left) and the give-up hook has run: at most 30 + 180 s and a few more.
+        videos = self.wait([slow, *ids], 330)
         resolved_in = time.time() - killed_at
-        done = Counter(r.get("host") for r in records.values() if r["state"] == "done")
-        failed = [r for r in records.values() if r["state"] == "failed"]
+        done = Counter(v.host for v in videos.values() if v.state == "done")
+        failed = [v for v in videos.values() if v.state == "failed"]
         log(f"after the kill: {dict(done)} done, {len(failed)} failed, all resolved {resolved_in:.0f} s after it")
-        for record in failed:
-            log(f"failed {record['id']} (was on {record.get('host')}): {record.get('error')}")
+        for video in videos.values():
+            if video.state != "done":
+                log(f"{video}: {video.reason or '-'}")
         self.check(
-            all(records[i]["state"] == "done" and records[i].get("host") == survivor for i in ids),
+            all(videos[i].state == "done" and videos[i].host == str(survivor) for i in ids),
             f"the {behind} videos queued behind it were all rendered by {survivor}",
         )
+        slow_video = videos[slow]
         self.check(
-            records[slow]["state"] == "failed" and bool(records[slow].get("error")),
-            f"the interrupted video {slow} was failed with a reason",
+            slow_video.state == "failed" and bool(slow_video.reason) and slow_video.task.get("cause") == "stuck",
+            f"the interrupted video {slow} was failed with a reason (cause {slow_video.task.get('cause') or '-'})",
         )
-        # Which host's recovery job resolved it (the timer runs on every host).
+        # Which host's recovery job resolved it (the timer runs on every host left).
         for host in [self.broker, survivor]:
-            lines = self.sh(
-                host,
-                f"journalctl --no-pager -o short-iso -u celery-recovery.service | grep {slow} || true",
-            )
+            lines = host.out(f"journalctl --no-pager -o short-iso -u celery-recovery.service | grep {slow} || true")
             if lines:
                 log(f"{host} celery-recovery: {lines.splitlines()[-1]}")
         return done, failed, slow
 
-    def retry(self, job_id: str) -> dict:
+    def retry(self, video_id: str) -> Video:
         """The operator's retry of the failed video: it goes back to the queue and the surviving
         worker takes it (its full render is not awaited: it takes minutes)."""
-        log(f"operator: celery-stable retry {job_id}")
-        log(self.sh(self.broker, f"celery-stable retry {job_id}"))
-        record = self.wait([job_id], 60, until=lambda r: r[job_id]["state"] in ("processing", *FINAL))[job_id]
+        log(f"operator: celery-stable retry {video_id}")
+        log(self.broker.out(f"celery-stable retry {video_id}"))
+
+        # Taken by a worker: the ledger runs attempt 2 (or is done) and the app's record says so.
+        def taken(videos: dict[str, Video]) -> bool:
+            video = videos[video_id]
+            return video.state in ("processing", "done") and video.task["attempts"] >= 2
+
+        video = self.wait([video_id], 60, until=taken)[video_id]
         self.check(
-            record["state"] in ("processing", "done") and record.get("host") in self.workers,
-            f"{job_id} {record['state']} on {record.get('host')} after the retry (attempt {record.get('attempts')})",
+            taken({video_id: video}) and video.host in self.worker_names() and video.task["crashes"] == 0,
+            f"after the retry: {video}",
         )
-        return record
+        return video
 
     def run(self, spread_count: int, behind: int) -> int:
         start = time.time()
@@ -275,27 +339,29 @@ class Fleet:
         self.beat_and_broker()
         spread = self.spread(spread_count)
         lost_done, failed, slow = self.host_loss(behind)
-        records = self.records()
-        final = {i: records.get(i, {"state": "missing"}) for i in self.accepted}
-        resolved = [i for i, r in final.items() if r["state"] == "done" or (r["state"] == "failed" and r.get("error"))]
+        final = self.videos(self.accepted)
+        resolved = [i for i, v in final.items() if v.state == "done" or (v.state == "failed" and v.reason)]
         lost = len(self.accepted) - len(resolved)
-        done_total = Counter(r.get("host") for r in final.values() if r["state"] == "done")
+        done_total = Counter(v.host for v in final.values() if v.state == "done")
         emit()
-        emit("fleet counts")
+        emit("fleet counts (video-renderer list --json and celery-stable list --json)")
         emit(f"  accepted:            {len(self.accepted)} ({spread_count} spread + 1 slow + {behind} behind it)")
-        for host in self.workers:
+        for host in self.worker_names():
             emit(f"  done on {host}: {done_total[host]} (spread {spread[host]}, after the host loss {lost_done[host]})")
-        for record in failed:
-            emit(f"  failed with reason:  1 ({record['id']}: {record.get('error')})")
+        for video in failed:
+            emit(f"  failed with reason:  1 ({video.id}, cause {video.task.get('cause')}: {video.reason})")
         if not failed:
             emit("  failed with reason:  0")
+        for video in final.values():
+            if video.id not in resolved:
+                emit(f"  unresolved:          {video}")
         emit(f"  lost:                {lost}")
         self.check(lost == 0, "lost = 0")
-        if slow and final.get(slow, {}).get("state") == "failed":
-            record = self.retry(slow)
+        if slow and final[slow].state == "failed":
+            video = self.retry(slow)
             emit(
-                f"  then retried by the operator: {slow} {record['state']} on "
-                f"{record.get('host')}, attempt {record.get('attempts')}"
+                f"  then retried by the operator: {slow} {video.state} on {video.host}, "
+                f"attempt {video.task['attempts']}, {video.task.get('progress') or 'no progress yet'}"
             )
         emit(f"  ({time.time() - start:.0f} s)")
         if self.failures:
@@ -305,7 +371,7 @@ class Fleet:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--broker", required=True)
     parser.add_argument("--workers", nargs=2, required=True)
     parser.add_argument("--spread", type=int, default=8)
