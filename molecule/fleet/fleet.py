@@ -308,6 +308,14 @@ class Fleet:
             slow_video.state == "failed" and bool(slow_video.reason) and slow_video.task.get("cause") == "stuck",
             f"the interrupted video {slow} was failed with a reason (cause {slow_video.task.get('cause') or '-'})",
         )
+        # The dead worker's message, unacked: the give-up discards it from the broker (were it
+        # left, it would come back after the visibility timeout as a known delivery of a failed
+        # task, acked and not run). Reported, not checked: either way nothing runs twice.
+        copies = self.broker.out(
+            "url=$(sed -n 's/^CELERY_BROKER_URL=\"\\(.*\\)\"$/\\1/p' /etc/celery-stable/celery-stable.env); "
+            f'redis-cli --no-auth-warning -u "$url" hvals unacked | grep -c {slow} || true'
+        )
+        log(f"copies of {slow}'s message left in the broker's unacked hash: {copies}")
         # Which host's recovery job resolved it (the timer runs on every host left).
         for host in [self.broker, survivor]:
             lines = host.out(f"journalctl --no-pager -o short-iso -u celery-recovery.service | grep {slow} || true")
