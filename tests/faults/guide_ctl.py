@@ -1,45 +1,36 @@
-"""The matrix's hands on the guide's setup (run inside the host with the app's venv Python).
+"""The matrix's hands on the guide's app, the same in both columns (run on the host with that
+column's venv Python, its environment file sourced, and the app's tree on PYTHONPATH).
 
-guide_ctl.py submit   < [spec, ...]      -> ["task id", ...]
-guide_ctl.py states   < ["task id", ...] -> {"id": {"state": ..., "reason": ...}}
-guide_ctl.py unacked                      -> {"count": N, "oldest_age_sec": S}
+    guide_ctl.py submit [QUEUE] < [spec, ...] -> [{"video": id, "task": celery task id}, ...]
+    guide_ctl.py videos < [video id...] -> {"id": row of the video table, or null}
+
+`submit` is what the team's backend does for a new video: a row in its video table
+(core.videos.create, state "pending"), then `core.tasks.generate_video(video_id, spec)` sent to
+Celery (to the app's default queue, or to QUEUE). Nothing of celery_stable is imported here.
+The matrix reads the table itself (redis-cli); `videos` is for a person at the host.
 """
 
 import json
 import sys
-import time
+import uuid
 
+from core import videos
 from core.celery_app import app
 
 
 def main():
     command = sys.argv[1]
     if command == "submit":
-        specs = json.load(sys.stdin)
-        ids = [app.send_task("core.tasks.generate_video", args=[spec]).id for spec in specs]
-        print(json.dumps(ids))
-    elif command == "states":
-        out = {}
-        for task_id in json.load(sys.stdin):
-            result = app.AsyncResult(task_id)
-            state = result.state
-            reason = ""
-            if state == "FAILURE":
-                reason = f"{type(result.result).__name__}: {result.result}"
-            out[task_id] = {"state": state, "reason": reason[:200]}
+        queue = {"queue": sys.argv[2]} if len(sys.argv) > 2 else {}
+        out = []
+        for spec in json.load(sys.stdin):
+            video_id, task_id = uuid.uuid4().hex[:12], str(uuid.uuid4())
+            videos.create(video_id, task_id)
+            app.send_task("core.tasks.generate_video", args=[video_id, spec], task_id=task_id, **queue)
+            out.append({"video": video_id, "task": task_id})
         print(json.dumps(out))
-    elif command == "unacked":
-        client = app.connection().channel().client
-        index = client.zrange("unacked_index", 0, -1, withscores=True)
-        oldest = min((score for _, score in index), default=None)
-        print(
-            json.dumps(
-                {
-                    "count": client.hlen("unacked"),
-                    "oldest_age_sec": None if oldest is None else round(time.time() - oldest, 1),
-                }
-            )
-        )
+    elif command == "videos":
+        print(json.dumps({video_id: videos.get(video_id) for video_id in json.load(sys.stdin)}))
     else:
         raise SystemExit(f"unknown command {command}")
 

@@ -1,24 +1,33 @@
 #!/usr/bin/env python3
-"""The fault matrix: every failure the field guide feared, injected into a role-deployed host.
+"""The fault matrix: one app, the field guide's own, in two columns, and every fault the guide
+feared injected into both.
 
-Drives one systemd container (molecule/faults) from outside with `docker exec` only:
-`celery-stable submit/status/list`, `systemctl show/kill/reset-failed`, `journalctl`, and
-`redis-cli` for the guide's Celery result backend. Each row injects one fault into the role's
-worker (celery-worker.service) and, at the same moment, into the guide's own setup
-(guide-worker.service: the guide's command line and settings, tests/faults/guide_app), then
-measures what happened. Only the role's rows carry expectations; the guide's rows are measured
-and reported as they are.
+The app is tests/faults/guide_app (the guide's `core`: its settings, a video task, its recovery
+job on its Beat schedule, and a give-up hook task). On one systemd container (molecule/faults):
 
-    python3 tests/faults/matrix.py --container celery-stable-faults [--only 1,3]
+- guide: the app under the guide's command line, a Restart=always unit capped at 10 restarts
+  an hour (its supervisor's stand-in) and its Beat; Redis database 1 (side_effect.yml);
+- celery-stable: the same tree deployed by the role through variables only (host_vars/),
+  under the runtime; Redis database 0.
 
-Prints ONE table on stdout (progress goes to stderr) and writes it to --out; exits 1 when a row
-of celery-stable misses its expectation. Python 3.11, standard library only.
+Both columns submit the same way (guide_ctl.py: a row in the app's video table, then
+core.tasks.generate_video(video_id, spec)) and are read the same way, from outside the host:
+the video table (redis-cli), `systemctl show`, the journal; the role's column also through the
+runtime's ledger (`celery-stable list --json`, `status`) and Celery's result backend. Only the
+role's column carries expectations; the guide's is measured and reported as it is.
+
+    python3 tests/faults/matrix.py --container celery-stable-faults [--only 0,5,5x]
+
+Prints ONE table on stdout (progress on stderr), writes it to --out and, one object per row and
+column, to --json; exits 1 when a row of celery-stable misses its expectation. Python 3.11,
+standard library only, and tests/infra/hosts.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -32,16 +41,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
-WORKER = "celery-worker.service"
-GUIDE = "guide-worker.service"
-ENV_FILE = "/etc/celery-stable/celery-stable.env"
-GUIDE_DIR = "/opt/guide-app"
-VENV_PY = "/opt/celery-stable/venv/bin/python"
-FAULT_DROP_IN = "/etc/systemd/system/celery-worker.service.d/fault-hooks.conf"
-GUIDE_STAGGER_SEC = 3.0
-# How long the guide's side of a row is watched when nothing in its setup will act: its lost
-# message is shown unacked in Redis, where it stays for the broker's 3600 s visibility timeout.
-GUIDE_WINDOW_SEC = 30.0
+sys.path.insert(0, str(PROJECT / "tests" / "infra"))
+from hosts import Host, HostError, count, first, poll, refused_run  # noqa: E402
+
+TASK = "core.tasks.generate_video"
+APP = "core (tests/faults/guide_app)"
+ROLE_UNIT = "celery-worker.service"
+GUIDE_UNIT = "guide-worker.service"
+GUIDE_BEAT = "guide-beat.service"
+ROLE_ENV = "/etc/celery-stable/celery-stable.env"
+GUIDE_ENV = "/etc/guide-app/guide.env"
+CTL = "/opt/guide-ctl/guide_ctl.py"
+# Row 5x: the role's unit without its ExecStopPost (a drop-in clearing it), to prove row 5's
+# check fails without it.
+NO_REAP_DROP_IN = "/etc/systemd/system/celery-worker.service.d/zz-matrix-no-reap.conf"
+# The guide's copy of a fault goes in this much later, so that two Python start-ups do not
+# compete for the host's 2 cores during a measured restart.
+GUIDE_STAGGER_SEC = 2.0
 
 _log_file = None
 _log_lock = threading.Lock()
@@ -56,77 +72,36 @@ def log(message: str) -> None:
             _log_file.flush()
 
 
-class HostError(Exception):
-    pass
+def journal_records(host: Host, since: float, *selectors: str) -> list[dict]:
+    """The journal entries since ``since`` with their fields (MESSAGE, _PID, _COMM...).
+
+    Local helper: hosts.Host.journal keeps only (time, message), and row 5 must tell the
+    ExecStopPost reap's lines from the worker's own start-up reap.
+    """
+    sel = " ".join(shlex.quote(s) for s in selectors)
+    text = host.sh(f"journalctl --no-pager -o json --since @{int(since) - 1} {sel}", timeout=60).stdout
+    records = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        message = entry.get("MESSAGE", "")
+        if isinstance(message, list):
+            message = bytes(message).decode(errors="replace")
+        entry["MESSAGE"] = str(message or "")
+        entry["t"] = int(entry.get("__REALTIME_TIMESTAMP", "0")) / 1e6
+        if entry["t"] >= since:
+            records.append(entry)
+    return records
 
 
-class Host:
-    """The container, reached with `docker exec` only."""
-
-    def __init__(self, container: str) -> None:
-        self.container = container
-
-    def sh(
-        self, script: str, stdin: str | None = None, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        argv = ["docker", "exec", *(["-i"] if stdin is not None else []), self.container]
-        argv += ["bash", "-c", script]
-        proc = subprocess.run(argv, input=stdin, text=True, capture_output=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise HostError(f"{script!r} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-        return proc
-
-    def show(self, unit: str, *props: str) -> dict[str, str]:
-        out = self.sh(f"systemctl show {unit} -p {','.join(props)}").stdout
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-    def prop(self, unit: str, name: str) -> str:
-        return self.show(unit, name).get(name, "")
-
-    def journal(self, since: float, *selectors: str) -> list[tuple[float, str]]:
-        """(realtime, message) of the journal entries matching any selector, since ``since``."""
-        sel = " ".join(shlex.quote(s) for s in selectors)
-        out = self.sh(f"journalctl --no-pager -o json --since @{int(since) - 1} {sel}", timeout=60).stdout
-        entries = []
-        for line in out.splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            stamp = int(entry.get("__REALTIME_TIMESTAMP", "0")) / 1e6
-            message = entry.get("MESSAGE", "")
-            if isinstance(message, list):  # non-UTF-8 bytes
-                message = bytes(message).decode(errors="replace")
-            if stamp >= since and message is not None:
-                entries.append((stamp, str(message)))
-        return entries
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        """Wait for systemd in the container to finish booting (after a restart)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc = self.sh("systemctl is-system-running --wait", check=False, timeout=60)
-            if proc.stdout.strip() in ("running", "degraded"):
-                return
-            time.sleep(1)
-        raise HostError("systemd did not finish booting")
-
-
-def first(entries: list[tuple[float, str]], pattern: str, after: float = 0.0) -> float | None:
-    regex = re.compile(pattern)
-    for stamp, message in entries:
-        if stamp >= after and regex.search(message):
-            return stamp
-    return None
-
-
-def count(entries: list[tuple[float, str]], pattern: str) -> int:
-    regex = re.compile(pattern)
-    return sum(1 for _, message in entries if regex.search(message))
+def secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
 
 
 # ---------------------------------------------------------------------------------------------
-# Videos
+# Videos and the two columns
 
 
 def spec(title: str, seconds: float = 1.0, fault: dict | None = None) -> dict:
@@ -143,14 +118,23 @@ def spec(title: str, seconds: float = 1.0, fault: dict | None = None) -> dict:
 
 
 @dataclass
+class Sub:
+    video: str
+    task: str
+
+
+@dataclass
 class Video:
+    """A row of the app's video table: pending -> processing -> done | failed."""
+
     id: str
-    state: str  # done, failed, open
-    reason: str = ""
-    attempts: int = 0
-    finished_at: float | None = None
-    started_at: float | None = None
-    raw_state: str = ""
+    state: str  # pending, processing, done, failed, missing
+    error: str = ""
+    updated_at: float | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state in ("done", "failed")
 
 
 @dataclass
@@ -164,181 +148,191 @@ class Tally:
         return f"{self.accepted} / {self.done} / {self.failed} / {self.lost}"
 
 
-class Setup:
-    """One side of the comparison: how to submit videos and read their outcome."""
+# Every row of the video table named, in one round trip.
+ROWS_LUA = (
+    "local out = {} "
+    "for _, key in ipairs(KEYS) do "
+    "  local h = redis.call('HGETALL', key) local row = {} "
+    "  for i = 1, #h, 2 do row[h[i]] = h[i + 1] end "
+    "  out[key] = row "
+    "end "
+    "return cjson.encode(out)"
+)
 
-    name: str
-    unit: str
-    ready_marker: str
-    kind: str
 
-    def __init__(self, host: Host) -> None:
+class Column:
+    """One way of running the app: how to submit a video and read what became of it."""
+
+    name = ""
+    unit = ""
+    db = 0
+    env_file = ""
+    python = ""
+    app_path = ""
+    role = False
+
+    def __init__(self, host: Host, redis_password: str) -> None:
         self.host = host
+        self.redis_password = redis_password
 
-    def submit(self, specs: list[dict]) -> list[str]:
-        raise NotImplementedError
+    def redis(self, args: str) -> str:
+        return f"REDISCLI_AUTH={shlex.quote(self.redis_password)} redis-cli -n {self.db} {args}"
 
-    def videos(self, ids: list[str]) -> dict[str, Video]:
-        raise NotImplementedError
+    def submit(self, specs: list[dict], queue: str = "") -> list[Sub]:
+        script = f"set -a; . {self.env_file}; set +a; PYTHONPATH={self.app_path} {self.python} {CTL} submit {queue}"
+        out = self.host.sh(script, stdin=json.dumps(specs)).stdout
+        return [Sub(item["video"], item["task"]) for item in json.loads(out)]
 
-    redis_cli = ""
-
-    def main_pid(self) -> int:
-        return int(self.host.prop(self.unit, "MainPID") or 0)
-
-    def unacked(self, ids: list[str]) -> dict[str, float]:
-        return unacked(self.host, self.redis_cli, ids)
-
-    def rss_mb(self) -> float:
-        pid = self.main_pid()
-        out = self.host.sh(f"ps -o rss= -p {pid}", check=False).stdout.strip()
-        return int(out) / 1024 if out else 0.0
+    def videos(self, subs: list[Sub]) -> dict[str, Video]:
+        keys = " ".join(shlex.quote(f"core:video:{s.video}") for s in subs)
+        text = self.host.out(self.redis(f"--raw EVAL {shlex.quote(ROWS_LUA)} {len(subs)} {keys}"))
+        rows = json.loads(text) if text else {}
+        videos = {}
+        for s in subs:
+            row = rows.get(f"core:video:{s.video}") or {}
+            if not isinstance(row, dict) or not row:
+                videos[s.video] = Video(s.video, "missing")
+                continue
+            stamp = row.get("updated_at")
+            videos[s.video] = Video(
+                s.video, row.get("state", "?"), row.get("error", ""), float(stamp) if stamp else None
+            )
+        return videos
 
     def wait(
         self,
-        ids: list[str],
+        subs: list[Sub],
         timeout: float,
         until: Callable[[dict[str, Video]], bool] | None = None,
     ) -> dict[str, Video]:
-        """Poll until every video is done/failed (or ``until`` holds), at most ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            videos = self.videos(ids)
-            finished = all(v.state != "open" for v in videos.values())
-            if (until(videos) if until else finished) or time.monotonic() >= deadline:
-                return videos
-            time.sleep(0.5)
+        """The rows once every video is done/failed (or ``until`` holds), at most ``timeout``."""
+        last: dict[str, dict[str, Video]] = {}
 
-    def tally(self, ids: list[str], videos: dict[str, Video]) -> Tally:
-        tally = Tally(accepted=len(ids))
-        for video in videos.values():
+        def check() -> bool:
+            last["v"] = self.videos(subs)
+            return until(last["v"]) if until else all(v.final for v in last["v"].values())
+
+        poll(check, timeout, interval=0.5)
+        return last["v"]
+
+    def tally(self, subs: list[Sub], videos: dict[str, Video]) -> Tally:
+        tally = Tally(accepted=len(subs))
+        for s in subs:
+            video = videos[s.video]
             if video.state == "done":
                 tally.done += 1
-            elif video.state == "failed" and video.reason:
+            elif video.state == "failed" and video.error:
                 tally.failed += 1
             else:
                 tally.lost += 1
         return tally
 
-    def ready_after(self, since: float, timeout: float) -> float | None:
-        """When the worker next reported it consumes (its journal's ready line) after ``since``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            entries = self.host.journal(since, "-u", self.unit)
-            stamp = first(entries, self.ready_marker)
-            if stamp is not None or time.monotonic() >= deadline:
-                return stamp
-            time.sleep(0.5)
+    def main_pid(self) -> int:
+        return int(self.host.prop(self.unit, "MainPID") or 0)
+
+    def restarts(self) -> int:
+        return int(self.host.prop(self.unit, "NRestarts") or 0)
+
+    def rss_mb(self) -> float:
+        out = self.host.out(f"ps -o rss= -p {self.main_pid()}", check=False)
+        return int(out) / 1024 if out.isdigit() else 0.0
+
+    def journal(self, since: float) -> list[tuple[float, str]]:
+        return self.host.journal(since, "-u", self.unit)
+
+    def render_start(self, task_id: str, since: float, timeout: float = 30) -> float | None:
+        """When the app logged the start of this task's render (its own WARNING line)."""
+        return poll(lambda: first(self.journal(since), rf"guide render start {task_id}"), timeout, 0.5)
+
+    def held(self, subs: list[Sub]) -> dict[str, float]:
+        """The tasks among ``subs`` whose message kombu still holds unacked (its ``unacked``
+        hash, task id in the headers), with the seconds since it was delivered: what comes back
+        once the visibility timeout has passed."""
+        pairs = self.host.out(self.redis("--raw HGETALL unacked")).splitlines()
+        index = self.host.out(self.redis("--raw ZRANGE unacked_index 0 -1 WITHSCORES")).split()
+        delivered = dict(zip(index[::2], map(float, index[1::2]), strict=False))
+        found = {}
+        for tag, message in zip(pairs[::2], pairs[1::2], strict=False):
+            for s in subs:
+                if s.task in message:
+                    found[s.task] = time.time() - delivered.get(tag, time.time())
+        return found
+
+    def held_text(self, subs: list[Sub]) -> str:
+        held = self.held(subs)
+        if not held:
+            return "no message of it left unacked in Redis"
+        return (
+            f"{len(held)} of {len(subs)} message(s) still unacked in Redis ({max(held.values()):.0f} s): Celery's "
+            "default early ack is queued on the event loop, which the solo task blocks, so it never "
+            "ran; redelivered after the visibility timeout (3600 s), to run again"
+        )
+
+    def broker(self) -> dict[str, int]:
+        """The app's queue and kombu's unacked hash, in this column's database."""
+        queued = self.host.out(self.redis("LLEN celery"))
+        unacked = self.host.out(self.redis("HLEN unacked"))
+        return {"queued": int(queued or 0), "unacked": int(unacked or 0)}
 
 
-class Stable(Setup):
-    name = "celery-stable"
-    unit = WORKER
-    ready_marker = r"ready: consuming"
-    kind = "stable"
-
-    SUBMIT = (
-        "import json, subprocess, sys\n"
-        "out = []\n"
-        "for spec in json.load(sys.stdin):\n"
-        "    p = subprocess.run(['celery-stable', 'submit', '-'], input=json.dumps(spec),\n"
-        "                       text=True, capture_output=True)\n"
-        "    out.append({'rc': p.returncode, 'out': p.stdout.strip(), 'err': p.stderr.strip()})\n"
-        "print(json.dumps(out))\n"
-    )
-
-    def submit_raw(self, specs: list[dict]) -> list[dict]:
-        out = self.host.sh(f"python3 -c {shlex.quote(self.SUBMIT)}", stdin=json.dumps(specs))
-        return json.loads(out.stdout)
-
-    def submit(self, specs: list[dict]) -> list[str]:
-        ids = []
-        for result in self.submit_raw(specs):
-            if result["rc"] != 0:
-                raise HostError(f"celery-stable submit exited {result['rc']}: {result['err']}")
-            ids.append(result["out"].splitlines()[0])
-        return ids
-
-    def records(self) -> list[dict]:
-        out = self.host.sh("celery-stable list --json --limit 100000").stdout
-        return json.loads(out)
-
-    def videos(self, ids: list[str]) -> dict[str, Video]:
-        by_id = {r["id"]: r for r in self.records()}
-        videos = {}
-        for job_id in ids:
-            r = by_id.get(job_id)
-            if r is None:
-                videos[job_id] = Video(job_id, "open", raw_state="missing")
-                continue
-            state = r["state"] if r["state"] in ("done", "failed") else "open"
-            videos[job_id] = Video(
-                job_id,
-                state,
-                reason=r.get("error") or "" if state == "failed" else "",
-                attempts=int(r.get("attempts") or 0),
-                finished_at=r.get("finished_at"),
-                started_at=r.get("started_at"),
-                raw_state=r["state"],
-            )
-        return videos
-
-
-class Guide(Setup):
+class GuideColumn(Column):
     name = "guide"
-    unit = GUIDE
-    ready_marker = r"guide worker ready"
-    kind = "guide"
-
-    def __init__(self, host: Host, redis_password: str) -> None:
-        super().__init__(host)
-        self.redis = f"REDISCLI_AUTH={shlex.quote(redis_password)} redis-cli -n 1"
-        self.redis_cli = self.redis
-
-    def _ctl(self, command: str, payload: object) -> object:
-        script = f"set -a; . /etc/guide-app/guide.env; set +a; cd {GUIDE_DIR} && {VENV_PY} guide_ctl.py {command}"
-        return json.loads(self.host.sh(script, stdin=json.dumps(payload)).stdout)
-
-    def submit(self, specs: list[dict]) -> list[str]:
-        return list(self._ctl("submit", specs))  # type: ignore[arg-type]
-
-    def videos(self, ids: list[str]) -> dict[str, Video]:
-        keys = " ".join(f"celery-task-meta-{i}" for i in ids)
-        out = self.host.sh(f"{self.redis} --no-raw mget {keys}" if ids else "true").stdout
-        # --no-raw quotes each value as a Redis string literal, one per line.
-        values = [line.split(") ", 1)[-1] for line in out.splitlines()] if ids else []
-        videos = {}
-        for job_id, value in zip(ids, values, strict=False):
-            meta = json.loads(json.loads(value)) if value.startswith('"') else None
-            status = meta["status"] if meta else "PENDING"
-            if status == "SUCCESS":
-                state, reason = "done", ""
-            elif status == "FAILURE":
-                result = meta.get("result") or {}
-                state = "failed"
-                reason = f"{result.get('exc_type', '?')}: {result.get('exc_message', '')}"
-            else:
-                state, reason = "open", ""
-            done_at = None
-            if meta and meta.get("date_done"):
-                done_at = datetime.fromisoformat(meta["date_done"]).timestamp()
-            videos[job_id] = Video(job_id, state, reason=reason, finished_at=done_at, raw_state=status)
-        return videos
+    unit = GUIDE_UNIT
+    db = 1
+    env_file = GUIDE_ENV
+    python = "/opt/guide-app/venv/bin/python"
+    app_path = "/opt/guide-app"
 
 
-def unacked(host: Host, redis_cli: str, ids: list[str]) -> dict[str, float]:
-    """The videos among ``ids`` whose message was delivered and never acked: kombu keeps it in
-    the ``unacked`` hash (id in its headers) until acked or restored after the visibility
-    timeout. Returns id -> seconds since delivery."""
-    pairs = host.sh(f"{redis_cli} --raw hgetall unacked").stdout.splitlines()
-    index = host.sh(f"{redis_cli} --raw zrange unacked_index 0 -1 withscores").stdout.split()
-    delivered = dict(zip(index[::2], map(float, index[1::2]), strict=False))
-    found: dict[str, float] = {}
-    for tag, message in zip(pairs[::2], pairs[1::2], strict=False):
-        for job_id in ids:
-            if job_id in message:
-                found[job_id] = time.time() - delivered.get(tag, time.time())
-    return found
+class RoleColumn(Column):
+    name = "celery-stable"
+    unit = ROLE_UNIT
+    db = 0
+    env_file = ROLE_ENV
+    python = "/opt/celery-stable/venv/bin/python"
+    app_path = "/opt/celery-stable/app"
+    role = True
+
+    def ledger(self, subs: list[Sub]) -> dict[str, dict]:
+        """The runtime's records of these tasks, as `celery-stable list --json` prints them."""
+        text = self.host.out(f"celery-stable list --json --name {TASK} --limit 500")
+        by_id = {r["id"]: r for r in json.loads(text)}
+        return {s.task: by_id.get(s.task, {}) for s in subs}
+
+    def status(self, task_id: str) -> dict:
+        proc = self.host.sh(f"celery-stable status {task_id} --json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+    def ledger_state(self, task_id: str) -> str:
+        return self.host.out(self.redis(f"--raw HGET celery-stable:task:{task_id} state"))
+
+    def payload(self, task_id: str) -> str:
+        return self.host.out(self.redis(f"--raw HGET celery-stable:task:{task_id} payload"))
+
+    def results(self, subs: list[Sub]) -> dict[str, dict]:
+        """Celery's result backend (Redis database 0): status, exception type and message."""
+        keys = " ".join(f"celery-task-meta-{s.task}" for s in subs)
+        lines = self.host.out(self.redis(f"--raw MGET {keys}")).split("\n")
+        out = {}
+        for s, line in zip(subs, lines + [""] * len(subs), strict=False):
+            meta = json.loads(line) if line.startswith("{") else {}
+            result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
+            message = result.get("exc_message", "")
+            if isinstance(message, list):
+                message = " ".join(map(str, message))
+            out[s.task] = {
+                "status": meta.get("status", "PENDING"),
+                "exc_type": result.get("exc_type", ""),
+                "message": str(message),
+            }
+        return out
+
+    def status_text(self) -> str:
+        return self.host.prop(self.unit, "StatusText")
+
+    def ready_after(self, since: float, timeout: float) -> float | None:
+        """When the worker next logged that it consumes (the runtime's READY line)."""
+        return poll(lambda: first(self.journal(since), r"ready: consuming"), timeout, 0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,17 +342,27 @@ def unacked(host: Host, redis_cli: str, ids: list[str]) -> dict[str, float]:
 @dataclass
 class Outcome:
     setup: str
+    checked: bool
     happened: list[str] = field(default_factory=list)
-    recover: str = "-"
+    seconds: float | None = None
     tally: Tally = field(default_factory=Tally)
     problems: list[str] = field(default_factory=list)
-    checked: bool = True
 
-    def expect(self, condition: bool, problem: str) -> bool:
-        # Only celery-stable is judged; the guide's rows are measured and reported as they are.
+    def note(self, text: str) -> None:
+        self.happened.append(text)
+
+    def expect(self, condition: object, problem: str) -> bool:
+        # Only celery-stable is judged; the guide's column is measured and reported as it is
+        # (a harness error there still shows).
         if not condition and self.checked:
             self.problems.append(problem)
-        return condition
+        return bool(condition)
+
+    @property
+    def ok(self) -> bool | None:
+        if not self.checked:
+            return None
+        return not self.problems
 
     @property
     def verdict(self) -> str:
@@ -372,554 +376,806 @@ class Row:
     number: str
     fault: str
     expectation: str
+    seconds: str  # what the seconds column measures
     outcomes: list[Outcome] = field(default_factory=list)
-
-
-def secs(value: float | None) -> str:
-    return "never" if value is None else f"{value:.1f}"
-
-
-def crash_summary(entries: list[tuple[float, str]], after: float) -> dict[str, float | None]:
-    crash = first(entries, r"Main process exited, code=(killed|dumped)", after)
-    restart = first(entries, r"Scheduled restart job", crash or after)
-    return {"crash": crash, "restart": restart}
 
 
 class Matrix:
     def __init__(self, host: Host, args: argparse.Namespace) -> None:
         self.host = host
         self.args = args
-        env = self.host.sh(f"grep ^CELERY_STABLE_BROKER_URL= {ENV_FILE}").stdout
-        url = env.split("=", 1)[1].strip().strip('"')
-        match = re.match(r"redis://:([^@]*)@", url)
-        self.redis_password = match.group(1) if match else ""
-        self.stable = Stable(host)
-        self.stable.redis_cli = f"REDISCLI_AUTH={shlex.quote(self.redis_password)} redis-cli -n 0"
-        self.guide = Guide(host, self.redis_password)
+        env = self.env(ROLE_ENV)
+        match = re.match(r"redis://:([^@]*)@", env.get("CELERY_BROKER_URL", ""))
+        password = match.group(1) if match else ""
+        self.role = RoleColumn(host, password)
+        self.guide = GuideColumn(host, password)
+        # The clocks both columns run on (host_vars): read back from the host, not assumed.
+        self.limit = float(env["GUIDE_TIME_LIMIT_SEC"])
+        self.stuck = float(env["GUIDE_STUCK_AFTER_SEC"])
+        self.period = float(env["GUIDE_RECOVERY_EVERY_SEC"])
+        self.max_tasks = int(env["CELERY_STABLE_MAX_TASKS_PER_CHILD"])
+        self.max_rss_kb = int(env["CELERY_STABLE_MAX_MEMORY_PER_CHILD_KB"])
         self.rows: list[Row] = []
         self.notes: list[str] = []
 
-    # --- helpers ---------------------------------------------------------------------------
+    def env(self, path: str) -> dict[str, str]:
+        text = self.host.out(f"cat {path}")
+        pairs = (line.split("=", 1) for line in text.splitlines() if re.match(r"^[A-Z_]+=", line))
+        return {key: value.strip().strip('"') for key, value in pairs}
 
-    def ensure_up(self, setup: Setup, out: Outcome) -> None:
-        """Start a row from a consuming worker; a worker left down by the last row is a problem."""
-        state = self.host.prop(setup.unit, "ActiveState")
-        if state != "active":
-            if setup.kind == "stable":
-                out.problems.append(f"worker was {state} at the start of the row; restarted")
-            else:
-                out.happened.append(f"(worker found {state} after the last row; started by hand)")
-            self.host.sh(f"systemctl reset-failed {setup.unit}; systemctl start {setup.unit}")
-            setup.ready_after(time.time() - 1, 60)
+    @property
+    def guide_recovery_window(self) -> float:
+        """How long the guide's recovery job needs, from a worker able to run it: the video must
+        be older than its threshold, then the job's next run, then the job itself (margin)."""
+        return self.stuck + 2 * self.period + 6
+
+    # --- running a row -------------------------------------------------------------------
+
+    def ensure_up(self, c: Column, out: Outcome) -> None:
+        """Start a row from a running worker; a role worker left down by the last row is a
+        problem, a guide worker left down is started as its operator would."""
+        state = self.host.prop(c.unit, "ActiveState")
+        if state == "active":
+            return
+        if c.role:
+            out.problems.append(f"worker was {state} at the start of the row; restarted")
+        else:
+            out.note(f"(worker found {state} after the last row; started by hand)")
+        self.host.sh(f"systemctl reset-failed {c.unit}; systemctl start {c.unit}")
+        time.sleep(3)
 
     def run_row(
         self,
-        number: str,
-        fault: str,
-        expectation: str,
-        body: Callable[[Setup, Outcome], None],
+        row: Row,
+        body: Callable[[Column, Outcome], None],
         guide: bool = True,
     ) -> None:
-        if self.args.only and number.rstrip("ab") not in self.args.only:
+        if self.args.only and row.number not in self.args.only:
             return
-        log(f"row {number}: {fault}")
-        row = Row(number, fault, expectation)
-        setups: list[Setup] = [self.stable] + ([self.guide] if guide else [])
-        outcomes = {s.name: Outcome(s.name, checked=s.kind == "stable") for s in setups}
+        log(f"row {row.number}: {row.fault}")
+        columns: list[Column] = [self.role] + ([self.guide] if guide else [])
+        outcomes = {c.name: Outcome(c.name, checked=c.role) for c in columns}
 
-        def runner(setup: Setup) -> None:
-            out = outcomes[setup.name]
+        def runner(c: Column) -> None:
+            out = outcomes[c.name]
             try:
-                self.ensure_up(setup, out)
-                body(setup, out)
+                self.ensure_up(c, out)
+                body(c, out)
             except Exception as exc:
                 out.problems.append(f"harness error: {type(exc).__name__}: {exc}")
-                log(f"row {number} {setup.name}: {type(exc).__name__}: {exc}")
+                log(f"row {row.number} {c.name}: {type(exc).__name__}: {exc}")
 
-        threads = [threading.Thread(target=runner, args=(s,)) for s in setups]
+        threads = [threading.Thread(target=runner, args=(c,)) for c in columns]
         for n, thread in enumerate(threads):
-            # The guide's copy of the fault goes in a few seconds later, so that two Python
-            # start-ups do not compete for the host's 2 cores during a measured restart.
             if n:
                 time.sleep(GUIDE_STAGGER_SEC)
             thread.start()
         for thread in threads:
             thread.join()
-        row.outcomes = [outcomes[s.name] for s in setups]
+        row.outcomes = [outcomes[c.name] for c in columns]
         for out in row.outcomes:
-            log(f"row {number} {out.setup}: {'; '.join(out.happened)} | {out.tally} | {out.verdict}")
+            log(f"row {row.number} {out.setup}: {'; '.join(out.happened)} | {out.tally} | {out.verdict}")
         self.rows.append(row)
 
-    # --- 0: the fault hooks live only in the test drop-in ---------------------------------
+    # --- shared readings -------------------------------------------------------------------
 
-    def check_hooks(self) -> bool:
-        cat = self.host.sh(f"systemctl cat {WORKER}").stdout
-        files: dict[str, str] = {}
-        current = ""
-        for line in cat.splitlines():
-            if line.startswith("# /"):
-                current = line[2:].strip()
-                files[current] = ""
-            elif current:
-                files[current] += line + "\n"
-        carrying = [path for path, text in files.items() if "FAULT_HOOKS" in text]
-        role_files = self.host.sh(
-            "grep -l FAULT_HOOKS /etc/systemd/system/celery-*.service "
-            "/etc/systemd/system/celery-*.timer /etc/celery-stable/* 2>/dev/null || true"
-        ).stdout.split()
-        pid = self.stable.main_pid()
-        environ = self.host.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
-        ok = carrying == [FAULT_DROP_IN] and not role_files and ("CELERY_STABLE_FAULT_HOOKS=1" in environ)
-        self.notes.append(
-            f"Fault hooks: `systemctl cat {WORKER}` shows CELERY_STABLE_FAULT_HOOKS only in "
-            f"{', '.join(carrying) or 'no file'}; role-written units and env file carrying it: "
-            f"{', '.join(role_files) or 'none'}; the running worker has it: "
-            f"{'yes' if 'CELERY_STABLE_FAULT_HOOKS=1' in environ else 'no'} -> "
-            f"{'ok' if ok else 'FAIL'}"
+    def describe(self, c: Column, video: Video, since: float) -> str:
+        """What became of a video, in the guide's terms."""
+        if video.state == "done":
+            return f"done {secs(video.updated_at and video.updated_at - since)} s after the fault"
+        if video.state == "failed":
+            return f"failed {secs(video.updated_at and video.updated_at - since)} s after the fault: {video.error}"
+        broker = c.broker()
+        return (
+            f"LOST: still {video.state} {time.time() - since:.0f} s after the fault; {c.name}'s "
+            f"queue holds {broker['queued']} message(s), {broker['unacked']} unacked"
         )
-        return ok
+
+    def check_ledger(
+        self, out: Outcome, record: dict, *, state: str, cause: str | None = None, reason: str = ""
+    ) -> None:
+        out.expect(
+            record.get("state") == state
+            and (cause is None or record.get("cause") == cause)
+            and reason in (record.get("reason") or ""),
+            f"ledger {record.get('state')}/{record.get('cause') or '-'} "
+            f"({(record.get('reason') or '')[:80]!r}), not {state}/{cause or '-'} with {reason!r}",
+        )
+
+    def check_result(self, out: Outcome, result: dict, status: str, exc_type: str = "") -> None:
+        out.expect(
+            result["status"] == status and (not exc_type or result["exc_type"] == exc_type),
+            f"result backend {result['status']} {result['exc_type']}, not {status} {exc_type}".rstrip(),
+        )
+
+    # --- 0: a plain video, and what systemd's status says while it runs ---------------------
+
+    def row_plain(self, c: Column, out: Outcome) -> None:
+        slow = {"kind": "slow", "at_frame": 0, "seconds": 0.08}
+        since = time.time()
+        [sub] = c.submit([spec("r0 plain", 2.0, slow)])
+        if isinstance(c, RoleColumn):
+            pattern = (
+                rf"running {re.escape(TASK)}\[{re.escape(sub.task)}\] · (\d+)/{self.max_tasks} "
+                r"tasks before recycle · RSS (\d+) MB"
+            )
+            seen: list[str] = []
+
+            def running() -> bool:
+                seen.append(c.status_text())
+                return bool(re.fullmatch(pattern, seen[-1]))
+
+            poll(running, 20, 0.3)
+            out.expect(
+                re.fullmatch(pattern, seen[-1]),
+                f"StatusText while it ran was {seen[-1]!r}, not 'running {TASK}[<id>] · N/"
+                f"{self.max_tasks} tasks before recycle · RSS M MB'",
+            )
+            out.note(f'`systemctl show -p StatusText` while it rendered: "{seen[-1]}"')
+        videos = c.wait([sub], 30)
+        video = videos[sub.video]
+        out.seconds = video.updated_at - since if video.final and video.updated_at else None
+        out.note(f"video {video.state} {secs(out.seconds)} s after submit")
+        if isinstance(c, RoleColumn):
+            record = c.ledger([sub])[sub.task]
+            result = c.results([sub])[sub.task]
+            out.note(
+                f"ledger {record.get('state')} (attempt {record.get('attempts')}); result backend {result['status']}"
+            )
+            self.check_ledger(out, record, state="done")
+            out.expect(record.get("attempts") == 1, f"{record.get('attempts')} attempts")
+            self.check_result(out, result, "SUCCESS")
+        else:
+            out.note("no status line (a Type=simple unit: the guide's worker reports none)")
+        out.tally = c.tally([sub], videos)
+        out.expect(video.state == "done", f"video {video.state}")
 
     # --- 1: SIGSEGV mid-render -------------------------------------------------------------
 
-    def row_segfault(self, s: Setup, out: Outcome) -> None:
+    def row_segfault(self, c: Column, out: Outcome) -> None:
         since = time.time()
         fault = {"kind": "segfault", "at_frame": 10, "on_attempts": 1}
-        ids = s.submit([spec("r1 segfault", 2.0, fault)])
-        window = 60.0 if s.kind == "stable" else GUIDE_WINDOW_SEC
-        videos = s.wait(ids, window + 5)
-        entries = s.host.journal(since, "-u", s.unit)
-        cut = crash_summary(entries, since)
-        crash, restart = cut["crash"], cut["restart"]
-        ready = s.ready_after(crash or since, 30) if crash else None
-        traceback = first(entries, r"Fatal Python error: Segmentation fault") is not None
-        frames = count(entries, r'File ".*(faults|tasks)\.py", line \d+ in')
-        out.expect(crash is not None, "no SIGSEGV seen in the journal")
-        if crash is not None:
-            if s.kind == "guide":
-                videos = s.wait(ids, max(0.0, crash + window - time.time()))
-            out.happened.append("real SIGSEGV (exit status 11)")
-            out.happened.append(
-                f"Python traceback of the crash in the journal ({frames} frames of the task)"
-                if traceback
-                else "no Python traceback in the journal (faulthandler not enabled)"
-            )
+        [sub] = c.submit([spec("r1 segfault", 2.0, fault)])
+        crash = poll(lambda: first(c.journal(since), r"Main process exited, code=(killed|dumped)"), 40, 0.5)
+        out.expect(crash, "no SIGSEGV in the journal")
+        if crash is None:
+            out.tally = c.tally([sub], c.videos([sub]))
+            return
+        out.note("real SIGSEGV (status=11/SEGV)")
+        if isinstance(c, RoleColumn):
+            videos = c.wait([sub], 40)
+            records = journal_records(self.host, since, "-u", c.unit)
+            entries = [(r["t"], r["MESSAGE"]) for r in records]
+            traceback = first(entries, r"Fatal Python error: Segmentation fault")
+            restart = first(entries, r"Scheduled restart job", crash)
+            reap = first(entries, rf"^celery-stable: reaped task {sub.task} \({TASK}\): requeued", crash)
+            ready = c.ready_after(crash, 30)
             out.expect(traceback, "no faulthandler traceback in the journal")
-            if restart is not None:
-                # systemd's stop phase (ExecStopPost, the reap) ends with "Failed with result";
-                # RestartSec counts from there.
-                stopped = first(entries, r"Failed with result", crash)
-                split = (
-                    f" (stop phase incl. ExecStopPost {stopped - crash:.1f} s + RestartSec {restart - stopped:.1f} s)"
-                    if stopped is not None and stopped <= restart
-                    else ""
-                )
-                out.happened.append(f"restarted {restart - crash:.1f} s after the crash{split}")
-                out.expect(restart - crash <= 3.0, f"restart took {restart - crash:.1f} s > 3 s")
-            else:
-                out.expect(False, "unit did not restart")
-            video = videos[ids[0]]
-            reap = first(entries, r"reaped video .*requeued|requeued \(crash")
-            if reap is not None:
-                out.happened.append(f"video requeued by the ExecStopPost reap {reap - crash:.1f} s after")
-            if video.state == "done":
-                out.happened.append(
-                    f"done on attempt {video.attempts}, {video.finished_at - crash:.1f} s after the crash"
-                )
-                out.expect(video.finished_at - crash <= 60, "video not resolved within 60 s of the crash")
-            elif video.state == "failed":
-                out.happened.append(f"failed: {video.reason}")
-            else:
-                out.happened.append(self.lost_text(s, video, window))
-            out.recover = f"{secs(restart - crash if restart else None)} restart · " + (
-                f"{secs(ready - crash if ready else None)} consuming"
+            out.expect(reap, "no requeue line from the ExecStopPost reap (celery-stable reap)")
+            out.expect(
+                restart is not None and restart - crash <= 3.0,
+                f"restart {secs(restart and restart - crash)} s after the crash",
             )
-        out.tally = s.tally(ids, videos)
-        out.expect(out.tally.lost == 0, "a video was lost")
-
-    def lost_text(self, s: Setup, video: Video, window: float) -> str:
-        held = s.unacked([video.id])
-        where = (
-            f"its message unacked in Redis for {held[video.id]:.0f} s, redelivered only after "
-            "the visibility timeout (3600 s, Celery's default)"
-            if video.id in held
-            else "its message is not in Redis's unacked hash"
-        )
-        return f"LOST: still {video.raw_state} after {window:.0f} s; {where}"
+            out.note("faulthandler's Python traceback in the journal" if traceback else "no traceback")
+            out.seconds = reap - crash if reap else None
+            out.note(
+                f"requeued by the ExecStopPost reap {secs(out.seconds)} s after the crash "
+                f"(`celery-stable reap`: crash 1/2), restarted {secs(restart and restart - crash)} s, "
+                f"consuming {secs(ready and ready - crash)} s after it"
+            )
+            record = c.ledger([sub])[sub.task]
+            video = videos[sub.video]
+            out.note(
+                f"video {video.state} {secs(video.updated_at and video.updated_at - crash)} s after the "
+                f"crash; ledger {record.get('state')}, attempt {record.get('attempts')}, "
+                f"crashes {record.get('crashes')}"
+            )
+            self.check_ledger(out, record, state="done")
+            out.expect(
+                record.get("attempts") == 2 and record.get("crashes") == 1, "not done on attempt 2 after 1 crash"
+            )
+        else:
+            restart = first(c.journal(since), r"Scheduled restart job", crash)
+            out.note(
+                f"restarted {secs(restart and restart - crash)} s after the crash (Restart=always); "
+                "no Python traceback (the guide enables no faulthandler)"
+            )
+            videos = c.wait([sub], self.guide_recovery_window + 10)
+            video = videos[sub.video]
+            out.seconds = video.updated_at - crash if video.final and video.updated_at else None
+            out.note(
+                f"failed by the guide's recovery job {secs(out.seconds)} s after the crash, for a manual "
+                f"retry ({video.error})"
+                if video.state == "failed"
+                else self.describe(c, video, crash)
+            )
+            out.note(c.held_text([sub]))
+        out.tally = c.tally([sub], videos)
+        if c.role:
+            out.expect(videos[sub.video].state == "done", "video not done")
 
     # --- 2: 11 crashes within the hour -----------------------------------------------------
 
-    def row_crash_loop(self, s: Setup, out: Outcome) -> None:
-        self.host.sh(f"systemctl reset-failed {s.unit}")
+    def row_crash_loop(self, c: Column, out: Outcome) -> None:
+        self.host.sh(f"systemctl reset-failed {c.unit}")
         since = time.time()
         fault = {"kind": "segfault", "at_frame": 0, "on_attempts": 1}
-        ids = s.submit([spec(f"r2 crash {n}", 0.4, fault) for n in range(1, 12)])
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
-            if s.host.prop(s.unit, "ActiveState") == "failed":
-                break
-            time.sleep(1)
-        entries = s.host.journal(since, "-u", s.unit)
+        subs = c.submit([spec(f"r2 crash {n}", 0.4, fault) for n in range(1, 12)])
+        poll(lambda: self.host.prop(c.unit, "ActiveState") == "failed", 150, 1)
+        entries = c.journal(since)
         crashes = count(entries, r"Main process exited, code=(killed|dumped)")
         refused = first(entries, r"Start request repeated too quickly")
-        props = s.host.show(s.unit, "ActiveState", "Result")
-        out.happened.append(f"{crashes} SIGSEGVs in {time.time() - since:.0f} s")
+        state = self.host.prop(c.unit, "ActiveState")
+        out.note(f"{crashes} SIGSEGVs in {time.time() - since:.0f} s")
         out.expect(crashes == 11, f"{crashes} crashes, not 11")
-        out.expect(refused is not None, "the 11th start was not refused")
-        out.expect(props["ActiveState"] == "failed", f"unit {props['ActiveState']}, not failed")
-        if refused is not None:
-            out.happened.append(
-                f"11th start refused ('Start request repeated too quickly'), unit {props['ActiveState']}"
-            )
-        alert = self.host.journal(since, "-t", "celery-alert")
-        alerted = first(alert, rf"{s.unit} failed") is not None
-        if s.kind == "stable":
+        out.expect(refused, "the 11th start was not refused")
+        out.expect(state == "failed", f"unit {state}, not failed")
+        if refused:
+            out.note(f"11th start refused ('Start request repeated too quickly'), unit {state}")
+        alerted = first(self.host.journal(since, "-t", "celery-alert"), rf"{c.unit} failed")
+        if c.role:
             out.expect(alerted, "no OnFailure alert (celery-alert crit line) in the journal")
-            out.happened.append("OnFailure alert ran (crit line in the journal)" if alerted else "no alert")
+            out.note("OnFailure alert (crit line in the journal)" if alerted else "no alert")
         else:
-            out.happened.append("no alert (the guide describes none; its supervisor logs to /tmp)")
-        # The operator's fix, as the alert line says.
-        start = time.time()
-        self.host.sh(f"systemctl reset-failed {s.unit} && systemctl start {s.unit}")
-        ready = s.ready_after(start, 60)
-        out.expect(ready is not None, "not consuming again after reset-failed + start")
-        out.happened.append(f"`systemctl reset-failed` + start: consuming in {secs(ready and ready - start)} s")
-        out.recover = f"{secs(ready and ready - start)} after reset-failed"
-        window = 60.0 if s.kind == "stable" else 20.0
-        videos = s.wait(ids, window)
-        if s.kind == "guide":
-            held = s.unacked(ids)
-            out.happened.append(
-                f"{sum(v.state == 'open' for v in videos.values())} videos still STARTED/PENDING "
-                f"{window:.0f} s after the restart: {len(held)} of their messages unacked in "
-                "Redis until the visibility timeout (3600 s)"
+            out.note("no alert (the guide describes none; its supervisor logs to /tmp)")
+        before = c.videos(subs)
+        out.note(
+            "videos when the unit gave up: "
+            + ", ".join(
+                f"{sum(v.state == s for v in before.values())} {s}"
+                for s in ("done", "processing", "pending", "failed")
+                if any(v.state == s for v in before.values())
             )
+        )
+        start = time.time()
+        self.host.sh(f"systemctl reset-failed {c.unit} && systemctl start {c.unit}")
+        window = 60 if c.role else self.guide_recovery_window + 10
+        videos = c.wait(subs, window)
+        finals = [v.updated_at for v in videos.values() if v.final and v.updated_at]
+        out.seconds = max(finals) - start if finals and all(v.final for v in videos.values()) else None
+        tally = c.tally(subs, videos)
+        if c.role:
+            records = c.ledger(subs).values()
+            attempts = sorted({r.get("attempts") for r in records})
+            out.note(
+                f"`systemctl reset-failed` + start: all {tally.done} done {secs(out.seconds)} s later "
+                f"(each requeued by the reap; attempts {attempts})"
+            )
+            out.expect(tally.done == 11, f"{tally.done}/11 done")
         else:
-            attempts = sorted({v.attempts for v in videos.values()})
-            out.happened.append(f"every video requeued by the reap, then done (attempts {attempts})")
-        out.tally = s.tally(ids, videos)
-        out.expect(out.tally.lost == 0, f"{out.tally.lost} videos lost")
+            out.note(
+                f"`systemctl reset-failed` + start: {tally.failed} failed by the guide's recovery job "
+                f'("{next((v.error for v in videos.values() if v.state == "failed"), "")}"), '
+                f"{tally.done} done, within {secs(out.seconds)} s"
+            )
+            out.note(c.held_text(subs))
+        out.tally = tally
 
-    # --- 3: slow leak past the RSS recycle limit -------------------------------------------
+    # --- 3a / 3b: recycle by count, by RSS -------------------------------------------------
 
-    def row_leak(self, s: Setup, out: Outcome) -> None:
-        if s.kind == "stable":
-            # The leaking video must not also be the 10th task of this process, or the recycle
-            # would be the count-based one: let fillers take the count to 10 first.
-            status = s.host.prop(s.unit, "StatusText")
-            match = re.search(r"(\d+)/(\d+) tasks before recycle", status)
-            done, limit = (int(match.group(1)), int(match.group(2))) if match else (0, 10)
-            if done + 1 >= limit:
-                fillers = s.submit([spec(f"r3 filler {n}", 0.4) for n in range(limit - done)])
-                s.wait(fillers, 60)
-                s.ready_after(time.time() - 1, 30)
-        since = time.time()
-        pid0 = s.main_pid()
-        restarts0 = s.host.prop(s.unit, "NRestarts")
-        rss0 = s.rss_mb()
-        threshold_mb = 256000 / 1024
-        leak_mb = max(16, round(threshold_mb - rss0 + 16))
-        fault = {"kind": "leak", "at_frame": 5, "mb": leak_mb}
-        ids = s.submit([spec("r3 leak", 1.0, fault)] + [spec(f"r3 behind {n}", 1.0) for n in (1, 2, 3)])
-        videos = s.wait(ids, 90)
-        entries = s.host.journal(since, "-u", s.unit)
-        pid1 = s.main_pid()
-        restarts1 = s.host.prop(s.unit, "NRestarts")
-        rss1 = s.rss_mb()
-        out.happened.append(f"leak of {leak_mb} MiB at RSS {rss0:.0f} MB (threshold 256000 KiB = 250 MiB)")
-        recycling = first(entries, r"recycling after this task: RSS")
-        why = [m for _, m in entries if "recycling after this task" in m]
-        reexec = first(entries, r"recycling: re-executing")
-        ready = first(entries, s.ready_marker, reexec or since) if reexec else None
-        if s.kind == "stable":
-            out.expect(recycling is not None, f"no RSS 'recycling' line in the journal ({why})")
+    def recycle(
+        self, c: Column, out: Outcome, subs: list[Sub], since: float, pid0: int, restarts0: int, why: str
+    ) -> None:
+        videos = c.wait(subs, 60)
+        pid1, restarts1 = c.main_pid(), c.restarts()
+        if isinstance(c, RoleColumn):
+            recycling = poll(lambda: first(c.journal(since), rf"recycling after this task: {why}"), 20, 0.5)
+            ready = c.ready_after(recycling, 30) if recycling else None
+            line = next((m for t, m in c.journal(since) if "recycling after this task" in m and t == recycling), "")
+            out.expect(recycling, f"no 'recycling after this task: {why}' line in the journal")
             out.expect(pid1 == pid0, f"MainPID changed {pid0} -> {pid1}")
             out.expect(restarts1 == restarts0, f"NRestarts {restarts0} -> {restarts1}")
-            out.happened.append(
-                f"recycled after the leaking task (journal '{why[0].split('] ')[-1] if why else '-'}', "
-                "re-exec in place: "
-                f"MainPID {pid1} {'unchanged' if pid1 == pid0 else 'CHANGED'}, NRestarts "
-                f"{restarts0} -> {restarts1}); RSS now {rss1:.0f} MB"
+            out.seconds = ready - recycling if ready and recycling else None
+            out.expect(ready, "not consuming again after the recycle")
+            out.note(
+                f"journal '{line.split('] ')[-1]}'; re-executed in place: MainPID {pid0} -> {pid1}, "
+                f"NRestarts {restarts0} -> {restarts1}; consuming again {secs(out.seconds)} s after "
+                "the recycle began"
             )
-            cgroup = s.host.prop(s.unit, "ControlGroup")
-            fail = s.host.sh(
-                f"cat /sys/fs/cgroup/memory{cgroup}/memory.failcnt 2>/dev/null || "
-                f"cat /sys/fs/cgroup{cgroup}/memory.events 2>/dev/null | grep -w max",
-                check=False,
-            ).stdout.split()
-            hits = int(fail[-1]) if fail else -1
-            oom = count(entries, r"(?i)oom|out of memory")
-            out.expect(hits == 0 and oom == 0, f"MemoryMax hit (failcnt {hits}, oom lines {oom})")
-            out.happened.append(
-                f"MemoryMax never hit (cgroup failcnt {hits}, no OOM)"
-                if hits == 0 and oom == 0
-                else f"MemoryMax hit (failcnt {hits})"
-            )
-            out.recover = f"{secs(ready - reexec if ready and reexec else None)} re-exec dead time"
         else:
-            out.happened.append(
-                f"never recycled (--max-memory-per-child is ignored under solo): same PID "
-                f"{'yes' if pid1 == pid0 else 'no'}, RSS {rss1:.0f} MB after the queue drained"
+            out.note(
+                f"never recycled (ignored under --pool=solo): MainPID {pid0} -> {pid1}, NRestarts "
+                f"{restarts0} -> {restarts1}, RSS now {c.rss_mb():.0f} MB"
             )
-            out.recover = "n/a (no recycle)"
-        done_behind = sum(videos[i].state == "done" for i in ids[1:])
-        out.happened.append(f"queue intact: {done_behind}/3 videos behind it done")
-        out.tally = s.tally(ids, videos)
-        if s.kind == "stable":
-            out.expect(out.tally.done == 4, f"only {out.tally.done}/4 done")
+        out.tally = c.tally(subs, videos)
+        out.note(f"{out.tally.done}/{len(subs)} videos done")
+        if c.role:
+            out.expect(out.tally.done == len(subs), f"{out.tally.done}/{len(subs)} done")
+
+    def row_recycle_count(self, c: Column, out: Outcome) -> None:
+        since, pid0, restarts0 = time.time(), c.main_pid(), c.restarts()
+        if isinstance(c, RoleColumn):
+            out.note(f'before: "{c.status_text()}" (the app\'s own recovery job counts as a task too)')
+        subs = c.submit([spec(f"r3a count {n}", 0.2) for n in range(self.max_tasks)])
+        self.recycle(c, out, subs, since, pid0, restarts0, r"\d+ tasks done")
+
+    def row_recycle_rss(self, c: Column, out: Outcome) -> None:
+        since, pid0, restarts0 = time.time(), c.main_pid(), c.restarts()
+        rss0 = c.rss_mb()
+        leak_mb = max(16, round(self.max_rss_kb / 1024 - rss0 + 20))
+        out.note(f"a leak of {leak_mb} MiB at RSS {rss0:.0f} MB (threshold {self.max_rss_kb} KiB)")
+        subs = c.submit([spec("r3b leak", 1.0, {"kind": "leak", "at_frame": 5, "mb": leak_mb})])
+        subs += c.submit([spec(f"r3b behind {n}", 0.4) for n in (1, 2)])
+        self.recycle(c, out, subs, since, pid0, restarts0, r"RSS \d+ MB >=")
+        if c.role:
+            cgroup = self.host.prop(c.unit, "ControlGroup")
+            fail = self.host.out(
+                f"cat /sys/fs/cgroup/memory{cgroup}/memory.failcnt 2>/dev/null || "
+                f"grep -w max /sys/fs/cgroup{cgroup}/memory.events 2>/dev/null",
+                check=False,
+            ).split()
+            hits = int(fail[-1]) if fail and fail[-1].isdigit() else -1
+            out.expect(hits == 0, f"MemoryMax hit (failcnt {hits})")
+            out.note(f"MemoryMax never hit (cgroup failcnt {hits})" if hits == 0 else f"MemoryMax failcnt {hits}")
 
     # --- 4: allocation bomb ----------------------------------------------------------------
 
-    def row_alloc_bomb(self, s: Setup, out: Outcome) -> None:
-        since = time.time()
-        restarts0 = s.host.prop(s.unit, "NRestarts")
-        fault = {"kind": "alloc_bomb", "at_frame": 5, "mb": 0}
-        ids = s.submit([spec("r4 bomb", 1.0, fault), spec("r4 next", 1.0)])
-        if s.kind == "stable":
-            videos = s.wait(ids, 90)
-        else:
-            time.sleep(GUIDE_WINDOW_SEC)
-            videos = s.videos(ids)
-        entries = s.host.journal(since, "-u", s.unit)
-        restarts1 = s.host.prop(s.unit, "NRestarts")
-        bomb, nxt = videos[ids[0]], videos[ids[1]]
-        oom = first(entries, r"(?i)oom|Failed with result 'oom-kill'")
-        if bomb.state == "failed":
-            how = "OOM killer (MemoryMax)" if oom else "RLIMIT_AS (MemoryError)"
-            out.happened.append(f"stopped by {how}; failed: {bomb.reason}")
-            if bomb.started_at and bomb.finished_at:
-                out.recover = f"{bomb.finished_at - bomb.started_at:.1f} to fail it"
-        else:
-            out.happened.append(f"bomb video {bomb.raw_state}")
-        fatal = count(entries, r"Unrecoverable error: MemoryError")
-        if s.kind == "guide" and fatal:
-            out.happened.append(
-                f"but Celery treats a task's MemoryError as fatal to the worker ('Unrecoverable "
-                f"error', exit 1) and the unacked bomb comes back at each exit: {fatal} worker "
-                f"deaths in {GUIDE_WINDOW_SEC:.0f} s (NRestarts {restarts0} -> {restarts1}), "
-                f"heading for the 10/hour start limit; next video {nxt.raw_state}"
+    def row_alloc_bomb(self, c: Column, out: Outcome) -> None:
+        since, pid0, restarts0 = time.time(), c.main_pid(), c.restarts()
+        subs = c.submit([spec("r4 bomb", 1.0, {"kind": "alloc_bomb", "at_frame": 5, "mb": 0}), spec("r4 next", 1.0)])
+        bomb, nxt = subs
+        videos = c.wait(subs, 60)
+        start = c.render_start(bomb.task, since, 5) or since
+        pid1, restarts1 = c.main_pid(), c.restarts()
+        video = videos[bomb.video]
+        out.seconds = video.updated_at - start if video.final and video.updated_at else None
+        entries = c.journal(since)
+        if isinstance(c, RoleColumn):
+            record = c.ledger([bomb])[bomb.task]
+            result = c.results([bomb])[bomb.task]
+            out.note(
+                f"MemoryError under RLIMIT_AS; ledger {record.get('state')}/{record.get('cause')}: "
+                f'"{record.get("reason")}"'
             )
-            out.recover = "never (restart loop)"
-            # An operator has to find that message and delete it: purge the guide's queue.
-            self.host.sh(
-                f"systemctl stop {s.unit}; "
-                f"{self.guide.redis} del celery unacked unacked_index >/dev/null; "
-                f"systemctl reset-failed {s.unit}; systemctl start {s.unit}"
+            out.note(
+                f'video {video.state} {secs(out.seconds)} s into its render: "{video.error}"; result '
+                f"backend {result['status']} {result['exc_type']}"
             )
-            s.ready_after(time.time() - 1, 60)
-            out.happened.append("the matrix purged the queue by hand to stop the loop")
+            self.check_ledger(out, record, state="failed", cause="memory", reason="RLIMIT_AS")
+            out.expect("RLIMIT_AS" in video.error, "the video's error does not name RLIMIT_AS")
+            self.check_result(out, result, "FAILURE")
+            reexec = first(entries, rf"re-executing in place \(task {bomb.task} ended its worker\)")
+            out.expect(reexec, "no re-exec line in the journal")
+            out.expect(
+                pid1 == pid0 and restarts1 == restarts0,
+                f"MainPID {pid0} -> {pid1}, NRestarts {restarts0} -> {restarts1}",
+            )
+            out.note(f"re-executed in place: MainPID {pid0} -> {pid1}, NRestarts {restarts0} -> {restarts1}")
         else:
-            out.happened.append(
-                f"worker {'restarted' if restarts1 != restarts0 else 'never went down'} "
-                f"(NRestarts {restarts0} -> {restarts1}); next video {nxt.raw_state}"
+            fatal = count(entries, r"Unrecoverable error: MemoryError")
+            out.note(
+                f"MemoryError under its RLIMIT_AS: video {video.state} by the app's own except "
+                f'{secs(out.seconds)} s into its render ("{video.error}"); Celery took the '
+                f"MemoryError as fatal ({fatal} 'Unrecoverable error' line(s)): MainPID {pid0} -> "
+                f"{pid1}, NRestarts {restarts0} -> {restarts1}"
             )
-        out.tally = s.tally(ids, videos)
-        if s.kind == "stable":
-            out.expect(bomb.state == "failed" and bool(bomb.reason), "bomb video not failed with reason")
-            out.expect(nxt.state == "done", "the next video did not render")
-            out.expect(s.host.prop(s.unit, "ActiveState") == "active", "worker not back")
+        out.note(f"next video {videos[nxt.video].state}")
+        out.tally = c.tally(subs, videos)
+        if c.role:
+            out.expect(videos[nxt.video].state == "done", "the next video did not render")
 
-    # --- 5: hang in native code holding the GIL --------------------------------------------
+    # --- 5: hang holding the GIL; the ExecStopPost reap --------------------------------------
 
-    def row_hang_gil(self, s: Setup, out: Outcome) -> None:
+    def check_watchdog_reap(self, c: RoleColumn, out: Outcome, subs: list[Sub], since: float) -> None:
+        """Row 5's check (and 5x's): the watchdog killed the hung task, and the ExecStopPost
+        `celery-stable reap`, which alone knows SERVICE_RESULT=watchdog, failed it as such.
+
+        Without ExecStopPost the worker's start-up reap finds the dead attempt with no cause
+        ("crash"), requeues it, the hang comes back, and the second death fails it as a crash:
+        no reap line in the stop phase, and the ledger's cause is not `watchdog`.
+        """
+        hung, behind = subs
+        videos = c.wait(subs, 45)
+        start = c.render_start(hung.task, since, 5) or since
+        records = journal_records(self.host, since, "-u", c.unit)
+        entries = [(r["t"], r["MESSAGE"]) for r in records]
+        timeout = first(entries, r"Watchdog timeout")
+        result_line = first(entries, r"Failed with result 'watchdog'")
+        restart = first(entries, r"Scheduled restart job", timeout or since)
+        reap = next(
+            (
+                r
+                for r in records
+                if re.match(
+                    rf"celery-stable: reaped task {hung.task} \({TASK}\): failed "
+                    r"\(stopped answering the systemd watchdog",
+                    r["MESSAGE"],
+                )
+            ),
+            None,
+        )
+        out.expect(timeout and result_line, "not killed by the watchdog (no 'Watchdog timeout' / result 'watchdog')")
+        in_stop_phase = reap is not None and timeout is not None and timeout <= reap["t"] <= (restart or reap["t"])
+        out.expect(
+            in_stop_phase,
+            "no line of the ExecStopPost `celery-stable reap` failing it, between the watchdog kill and the restart",
+        )
+        out.seconds = timeout - start if timeout else None
+        out.note(
+            f"watchdog kill {secs(out.seconds)} s after the render began (WatchdogSec=5; the hang "
+            "stopped the pings)"
+            + ("; SIGABRT traceback in the journal" if first(entries, r"Fatal Python error: Aborted") else "")
+        )
+        if reap is not None:
+            out.note(
+                f"ExecStopPost `celery-stable reap` (pid {reap.get('_PID', '?')}) "
+                f"{reap['t'] - (timeout or reap['t']):.1f} s after the kill: "
+                f'"{reap["MESSAGE"].split(": ", 1)[-1][:160]}…"'
+            )
+        record = c.ledger([hung])[hung.task]
+        result = c.results([hung])[hung.task]
+        video = videos[hung.video]
+        runs = count(entries, rf"guide render start {hung.task}")
+        out.note(
+            f"ledger {record.get('state')}/{record.get('cause')} after {runs} run(s); video "
+            f'{video.state}: "{video.error[:120]}…"; result backend {result["status"]} '
+            f"{result['exc_type']}; the video behind it {videos[behind.video].state}"
+        )
+        self.check_ledger(
+            out, record, state="failed", cause="watchdog", reason="stopped answering the systemd watchdog"
+        )
+        out.expect(
+            video.state == "failed" and video.error.startswith("watchdog:"),
+            "the hook did not mark the video failed (watchdog)",
+        )
+        self.check_result(out, result, "FAILURE", "WorkerLostError")
+        out.expect(videos[behind.video].state == "done", "the video behind it did not render")
+        out.tally = c.tally(subs, videos)
+
+    def guide_hang(self, c: Column, out: Outcome, subs: list[Sub], since: float, window: float) -> None:
+        """The guide's side of a hang: nothing ends it; its recovery job waits behind it on the
+        same solo worker. Watched for ``window``, then killed as an operator would."""
+        hung, behind = subs
+        start = c.render_start(hung.task, since, 20) or since
+        time.sleep(max(0.0, start + window - time.time()))
+        videos = c.videos(subs)
+        broker = c.broker()
+        pid = c.main_pid()
+        out.note(
+            f"nothing killed it in {window:.0f} s (--time-limit is ignored under solo): worker pid "
+            f"{pid} still in the task, video {videos[hung.video].state}, the one behind "
+            f"{videos[behind.video].state}; {broker['queued']} messages queued behind it, its own "
+            "recovery jobs among them (they run on this same worker)"
+        )
+        kill = time.time()
+        self.host.sh(f"systemctl kill -s KILL {c.unit}")
+        videos = c.wait(subs, self.guide_recovery_window + 10)
+        video = videos[hung.video]
+        out.seconds = video.updated_at - start if video.final and video.updated_at else None
+        out.note(
+            f"after an operator's `systemctl kill -s KILL` at {kill - start:.0f} s: "
+            + (
+                f"failed by the guide's recovery job {secs(out.seconds)} s after the render began "
+                f'("{video.error}"), for a manual retry'
+                if video.state == "failed"
+                else self.describe(c, video, start)
+            )
+            + f"; the one behind {videos[behind.video].state}"
+        )
+        out.note(c.held_text([hung]) + " (and hang again)")
+        out.tally = c.tally(subs, videos)
+
+    def row_hang_gil(self, c: Column, out: Outcome) -> None:
         since = time.time()
         fault = {"kind": "hang_gil", "at_frame": 5, "seconds": 3600}
-        ids = s.submit([spec("r5 hang holding the GIL", 1.0, fault), spec("r5 behind", 1.0)])
-        window = 45.0 if s.kind == "stable" else GUIDE_WINDOW_SEC
-        if s.kind == "stable":
-            videos = s.wait(ids, window)
+        subs = c.submit([spec("r5 hang holding the GIL", 1.0, fault), spec("r5 behind", 1.0)])
+        if isinstance(c, RoleColumn):
+            self.check_watchdog_reap(c, out, subs, since)
         else:
-            # Nothing will end the hang: observe the whole window, then see if anything moved.
-            time.sleep(window)
-            videos = s.videos(ids)
-        entries = s.host.journal(since, "-u", s.unit)
-        began = first(entries, r"rendering video|Task core\.tasks\.generate_video.*received")
-        watchdog = first(entries, r"Watchdog timeout")
-        crash = first(entries, r"Main process exited")
-        result = first(entries, r"Failed with result 'watchdog'")
-        hung, behind = videos[ids[0]], videos[ids[1]]
-        if s.kind == "stable":
-            start = began or since
-            out.expect(watchdog is not None and result is not None, "not killed by the watchdog")
-            traceback = first(entries, r"Fatal Python error: Aborted") is not None
-            if watchdog is not None:
-                out.happened.append(
-                    f"watchdog killed it {watchdog - start:.1f} s after the render began "
-                    "(SERVICE_RESULT=watchdog; the GIL hang stopped the pings)"
-                    + ("; SIGABRT traceback in the journal" if traceback else "")
-                )
-            ready = s.ready_after(crash or since, 30) if crash else None
-            out.recover = f"{secs(ready - start if ready else None)} to consuming"
-            out.happened.append(
-                f"video {hung.raw_state}: {hung.reason}" if hung.state == "failed" else f"video {hung.raw_state}"
-            )
-            out.expect(hung.state == "failed" and bool(hung.reason), "hung video not failed with reason")
-            out.expect(behind.state == "done", "the video behind it did not render")
-            out.happened.append(f"video behind it {behind.raw_state}")
-        else:
-            pid = s.main_pid()
-            out.happened.append(
-                f"no kill in {window:.0f} s (--time-limit is ignored under solo): same worker "
-                f"pid {pid} still hung, video {hung.raw_state}, the one behind {behind.raw_state}"
-            )
-            # Clean up like an operator finally would: kill it by hand.
-            self.host.sh(f"systemctl kill -s KILL {s.unit}")
-            videos = s.wait(ids, 20, until=lambda v: v[ids[1]].state != "open")
-            out.happened.append(
-                f"after a manual kill: the one behind {videos[ids[1]].raw_state}; the hung one "
-                "LOST (unacked, comes back after 3600 s and hangs again)"
-            )
-            out.recover = "never (manual kill)"
-        out.tally = s.tally(ids, videos)
+            self.guide_hang(c, out, subs, since, self.stuck + 2 * self.period)
 
-    # --- 5b: hang releasing the GIL, no progress: recovery, then the hard limit ------------
+    # --- 5b: hang releasing the GIL: the hard limit ------------------------------------------
 
-    def row_hang_recovery(self, s: Setup, out: Outcome) -> None:
-        since = time.time()
+    def row_hang_limit(self, c: Column, out: Outcome) -> None:
+        since, pid0, restarts0 = time.time(), c.main_pid(), c.restarts()
         fault = {"kind": "hang", "at_frame": 5, "seconds": 3600}
-        ids = s.submit([spec("r5b stuck, GIL released", 1.0, fault)])
-        s.wait(ids, 20, until=lambda v: v[ids[0]].raw_state in ("processing", "STARTED"))
-        window = GUIDE_WINDOW_SEC
-        if s.kind == "guide":
-            time.sleep(window)
-            videos = s.videos(ids)
-            out.happened.append(
-                f"no kill in {window:.0f} s (--time-limit ignored under solo); video "
-                f"{videos[ids[0]].raw_state} (the guide's recovery job is not reproducible here)"
-            )
-            self.host.sh(f"systemctl kill -s KILL {s.unit}")
-            out.happened.append("LOST: killed by hand, message unacked for 3600 s")
-            out.recover = "never (manual kill)"
-            out.tally = s.tally(ids, videos)
+        subs = c.submit([spec("r5b hang, GIL released", 1.0, fault), spec("r5b behind", 1.0)])
+        hung, behind = subs
+        if not isinstance(c, RoleColumn):
+            self.guide_hang(c, out, subs, since, self.limit + 4)
             return
-        # Wait past stuck_after (8 s) with no progress, then run what the 3-minute timer runs.
-        stuck_after = 8.0
-        rec = s.videos(ids)[ids[0]]
-        time.sleep(max(0.0, (rec.started_at or time.time()) + stuck_after + 2 - time.time()))
-        rec_start = time.time()
-        self.host.sh("systemctl start celery-recovery.service")
-        videos = s.wait(ids, 10)
-        video = videos[ids[0]]
-        out.happened.append(
-            f"celery-recovery (the timer's service, started by hand) failed it "
-            f"{(video.finished_at or rec_start) - (video.started_at or since):.1f} s after it "
-            f"began: {video.reason}"
-            if video.state == "failed"
-            else f"recovery left it {video.raw_state}"
+        start = c.render_start(hung.task, since, 20) or since
+        videos = c.wait(subs, self.limit + 40)
+        entries = c.journal(since)
+        gave_up = first(entries, rf"task {TASK}\[{hung.task}\] exceeded its hard time limit")
+        reexec = first(entries, rf"re-executing in place \(task {hung.task} past its hard time limit\)")
+        ready = c.ready_after(reexec, 30) if reexec else None
+        pid1, restarts1 = c.main_pid(), c.restarts()
+        limit_at = start + self.limit
+        out.seconds = reexec - limit_at if reexec else None
+        out.note(
+            f"given up {secs(gave_up and gave_up - limit_at)} s past its {self.limit:g} s limit, "
+            f"re-executed {secs(out.seconds)} s past it, consuming {secs(ready and ready - limit_at)} s "
+            f"past it: MainPID {pid0} -> {pid1}, NRestarts {restarts0} -> {restarts1}"
         )
-        out.expect("stuck" in video.reason, "recovery did not fail the stuck video")
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            entries = s.host.journal(since, "-u", s.unit)
-            if first(entries, r"Failed with result 'watchdog'"):
-                break
-            time.sleep(1)
-        began = first(entries, r"rendering video") or since
-        trigger = first(entries, r"exceeded the hard time limit")
-        result = first(entries, r"Failed with result 'watchdog'")
-        out.expect(result is not None, "not killed by the watchdog after the hard limit")
-        if result is not None:
-            out.happened.append(
-                f"hard limit (20 s): monitor sent WATCHDOG=trigger at {secs(trigger and trigger - began)} s, "
-                f"killed at {result - began:.1f} s (SERVICE_RESULT=watchdog)"
+        out.expect(reexec, "no re-exec after the hard limit")
+        out.expect(
+            pid1 == pid0 and restarts1 == restarts0, f"MainPID {pid0} -> {pid1}, NRestarts {restarts0} -> {restarts1}"
+        )
+        record = c.ledger([hung])[hung.task]
+        result = c.results([hung])[hung.task]
+        video = videos[hung.video]
+        out.note(
+            f"ledger {record.get('state')}/{record.get('cause')}; video {video.state}: "
+            f'"{video.error[:110]}…"; result backend {result["status"]} {result["exc_type"]}; the '
+            f"one behind {videos[behind.video].state}"
+        )
+        self.check_ledger(
+            out, record, state="failed", cause="time-limit", reason=f"hard time limit of {self.limit:g} s"
+        )
+        out.expect(
+            video.state == "failed" and video.error.startswith("time-limit:"),
+            "the hook did not mark the video failed (time-limit)",
+        )
+        self.check_result(out, result, "FAILURE", "TimeLimitExceeded")
+        out.expect(videos[behind.video].state == "done", "the video behind it did not render")
+        out.tally = c.tally(subs, videos)
+
+    # --- 5c: a frozen worker; 5d: a frozen worker nothing supervises (stuck); 5e: retry ----
+
+    def row_frozen(self, c: Column, out: Outcome) -> None:
+        since = time.time()
+        slow = {"kind": "slow", "at_frame": 0, "seconds": 0.1}
+        [sub] = c.submit([spec("r5c frozen", 2.0, slow)])
+        start = c.render_start(sub.task, since, 20) or since
+        time.sleep(max(0.0, start + 1.0 - time.time()))
+        frozen = time.time()
+        # The worker alone (not its ffmpeg): SIGSTOP, as a process stuck in the kernel would be:
+        # no exit, no heartbeat, no watchdog ping.
+        self.host.sh(f"systemctl kill --kill-whom=main -s STOP {c.unit}")
+        if isinstance(c, RoleColumn):
+            self.frozen_task = sub
+            failed = poll(lambda: c.ledger_state(sub.task) == "failed", 40, 0.5)
+            out.seconds = time.time() - frozen if failed else None
+            entries = c.journal(frozen)
+            timeout = first(entries, r"Watchdog timeout")
+            out.note(
+                f"frozen 1 s into the render; systemd's watchdog {secs(timeout and timeout - frozen)} s "
+                "later (SIGABRT, then the SIGCONT systemd sends with every kill signal: faulthandler's "
+                f"traceback); ledger failed {secs(out.seconds)} s after the freeze"
             )
-            ready = s.ready_after(result, 30)
-            out.recover = f"{secs(ready - began if ready else None)} to consuming"
-        out.tally = s.tally(ids, s.videos(ids))
+            videos = c.wait([sub], 30)
+            record = c.ledger([sub])[sub.task]
+            result = c.results([sub])[sub.task]
+            video = videos[sub.video]
+            out.note(
+                f"ledger failed/{record.get('cause')} by the ExecStopPost reap; result backend "
+                f'{result["status"]} {result["exc_type"]}; video {video.state} by the hook: "{video.error[:70]}…"'
+            )
+            out.expect(timeout, "no watchdog timeout")
+            self.check_ledger(
+                out, record, state="failed", cause="watchdog", reason="stopped answering the systemd watchdog"
+            )
+            self.check_result(out, result, "FAILURE", "WorkerLostError")
+            out.expect(
+                video.state == "failed" and video.error.startswith("watchdog:"),
+                "the hook did not mark the video failed (watchdog)",
+            )
+            out.tally = c.tally([sub], videos)
+        else:
+            hold = self.stuck + 3 * self.period
+            time.sleep(hold)
+            video = c.videos([sub])[sub.video]
+            queued = c.broker()["queued"]
+            out.note(
+                f"frozen 1 s into the render for {hold:.0f} s: video still {video.state}, its own "
+                f"recovery jobs queued behind it ({queued} messages): nothing acts"
+            )
+            thawed = time.time()
+            self.host.sh(f"systemctl kill --kill-whom=main -s CONT {c.unit}")
+            videos = c.wait([sub], 30)
+            video = videos[sub.video]
+            out.seconds = video.updated_at - frozen if video.final and video.updated_at else None
+            out.note(
+                f"thawed by hand: the render went on, video {video.state} "
+                f"{secs(video.updated_at and video.updated_at - thawed)} s later"
+            )
+            out.tally = c.tally([sub], videos)
+
+    STRAY = "matrix-stray"
+
+    def start_stray(self, c: Column) -> int:
+        """A second worker of the column's app on the same host, on a queue of its own, under no
+        supervisor: what a worker on a host that vanished looks like to the rest of the fleet."""
+        if isinstance(c, RoleColumn):
+            command = (
+                f"{c.python.rsplit('/', 1)[0]}/celery -A celery_stable.attach worker --pool=solo "
+                "--concurrency=1 --without-gossip --without-mingle --without-heartbeat "
+                f"--hostname=stray@%h --queues={self.STRAY} --loglevel=INFO"
+            )
+            workdir = "/var/lib/celery-stable"
+        else:
+            command = (
+                f"{c.python.rsplit('/', 1)[0]}/celery -A core.celery_app worker --pool=solo --concurrency=1 "
+                f"--max-tasks-per-child=10 --max-memory-per-child=256000 --time-limit={self.limit:g} "
+                "--without-gossip --without-mingle --without-heartbeat "
+                f"--hostname=stray@%h --queues={self.STRAY}"
+            )
+            workdir = c.app_path
+        name = f"/tmp/matrix-stray-{c.db}"
+        script = (
+            "#!/bin/bash\n"
+            f"echo $$ > {name}.pid\n"
+            f"exec setpriv --reuid=celery --regid=celery --init-groups -- bash -c "
+            f"{shlex.quote(f'set -a; . {c.env_file}; set +a; cd {workdir}; exec {command}')} > {name}.log 2>&1\n"
+        )
+        self.host.sh(f"cat > {name}.sh && chmod +x {name}.sh && setsid -f {name}.sh", stdin=script)
+        pid = poll(lambda: self.host.out(f"cat {name}.pid 2>/dev/null", check=False), 10, 0.2)
+        return int(pid or 0)
+
+    def row_stuck(self, c: Column, out: Outcome) -> None:
+        pid = self.start_stray(c)
+        try:
+            slow = {"kind": "slow", "at_frame": 0, "seconds": 0.1}
+            [sub] = c.submit([spec("r5d stray frozen", 2.0, slow)], queue=self.STRAY)
+            name = f"/tmp/matrix-stray-{c.db}.log"
+            started = poll(
+                lambda: f"guide render start {sub.task}" in self.host.out(f"cat {name}", check=False), 40, 0.5
+            )
+            out.expect(started, "the stray worker never started the video")
+            time.sleep(1.0)
+            frozen = time.time()
+            self.host.sh(f"kill -STOP {pid}")
+            out.note(
+                f"a second worker (pid {pid}, queue {self.STRAY}, no supervisor: a host that vanished) "
+                "frozen 1 s into the render"
+            )
+            if isinstance(c, RoleColumn):
+                failed = poll(lambda: c.ledger_state(sub.task) == "failed", self.stuck + 3 * self.period + 10, 0.5)
+                out.seconds = time.time() - frozen if failed else None
+                line = next(
+                    (m for _, m in self.host.journal(frozen, "-u", "celery-recovery.service") if sub.task in m),
+                    "",
+                )
+                videos = c.wait([sub], 20)
+                record = c.ledger([sub])[sub.task]
+                result = c.results([sub])[sub.task]
+                video = videos[sub.video]
+                out.note(
+                    f'given up {secs(out.seconds)} s after the freeze by celery-recovery.service: "{line[:150]}…"; '
+                    f"result backend {result['status']} {result['exc_type']}; video {video.state} by the hook "
+                    f'(run by the unit\'s worker): "{video.error[:40]}…"'
+                )
+                out.expect(failed and line, "the runtime's recovery did not give the frozen task up")
+                self.check_ledger(out, record, state="failed", cause="stuck", reason="stuck: no heartbeat")
+                self.check_result(out, result, "FAILURE", "WorkerLostError")
+                out.expect(
+                    video.state == "failed" and video.error.startswith("stuck:"),
+                    "the hook did not mark the video failed (stuck)",
+                )
+            else:
+                videos = c.wait([sub], self.guide_recovery_window + 10)
+                video = videos[sub.video]
+                out.seconds = video.updated_at - frozen if video.final and video.updated_at else None
+                out.note(
+                    f"failed by the guide's recovery job (on its main worker) {secs(out.seconds)} s after the "
+                    f'freeze ("{video.error}"), for a manual retry'
+                    if video.state == "failed"
+                    else self.describe(c, video, frozen)
+                )
+            out.tally = c.tally([sub], videos)
+        finally:
+            self.host.sh(f"kill -KILL {pid}", check=False)
+
+    def row_retry(self, c: Column, out: Outcome) -> None:
+        assert isinstance(c, RoleColumn)
+        sub = getattr(self, "frozen_task", None)
+        if sub is None:
+            out.problems.append("row 5c did not run: nothing to retry")
+            return
+        before = json.loads(c.payload(sub.task) or "[{}]")[0]
+        attempts = int(c.status(sub.task).get("attempts") or 0)
+        start = time.time()
+        proc = self.host.sh(f"celery-stable retry {sub.task}", check=False)
+        out.note(f'`celery-stable retry <id>`: exit {proc.returncode}, "{proc.stdout.strip().split(": ", 1)[-1]}"')
+        out.expect(proc.returncode == 0, f"retry exited {proc.returncode}: {proc.stderr.strip()}")
+        # The message the new attempt runs, as the ledger recorded it at admission (kept while
+        # the task runs, dropped once it is done).
+        running: dict[str, dict] = {}
+
+        def admitted() -> bool:
+            record = c.status(sub.task)
+            if record.get("state") == "running" and int(record.get("attempts") or 0) > attempts:
+                running["payload"] = json.loads(c.payload(sub.task) or "[{}]")[0]
+                return True
+            return record.get("state") == "done"
+
+        poll(admitted, 30, 0.3)
+        after = running.get("payload", {})
+        same = bool(before.get("body")) and before.get("body") == after.get("body")
+        videos = c.wait([sub], 40, until=lambda v: v[sub.video].state == "done")
+        video = videos[sub.video]
+        record = c.ledger([sub])[sub.task]
+        result = c.results([sub])[sub.task]
+        frames = self.host.out(
+            "ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames "
+            f"-of csv=p=0 /var/lib/celery-stable/guide-videos/{sub.video}.mp4",
+            check=False,
+        )
+        out.seconds = video.updated_at - start if video.state == "done" and video.updated_at else None
+        out.note(
+            f"attempt {record.get('attempts')} ran the first attempt's message (same body, same task id: "
+            f"{'yes' if same else 'NO'}); video {video.state} {secs(out.seconds)} s after the retry "
+            f"({frames or '?'} frames); ledger {record.get('state')}; result backend {result['status']}"
+        )
+        out.expect(same, "the retried message is not the original one (or was never seen running)")
+        self.check_ledger(out, record, state="done")
+        self.check_result(out, result, "SUCCESS")
+        out.expect(video.state == "done" and frames == "50", f"video {video.state}, {frames!r} frames")
+        out.tally = c.tally([sub], videos)
 
     # --- 6: poison video -------------------------------------------------------------------
 
-    def row_poison(self, s: Setup, out: Outcome) -> None:
+    def row_poison(self, c: Column, out: Outcome) -> None:
         since = time.time()
         fault = {"kind": "segfault", "at_frame": 5}
-        ids = s.submit([spec("r6 poison", 1.0, fault), spec("r6 behind 1", 1.0), spec("r6 behind 2", 1.0)])
-        window = 60.0
-        if s.kind == "stable":
-            videos = s.wait(ids, window)
-        else:
-            videos = s.wait(ids, window, until=lambda v: all(v[i].state == "done" for i in ids[1:]))
-            time.sleep(max(0.0, since + 30 - time.time()))
-            videos = s.videos(ids)
-        entries = s.host.journal(since, "-u", s.unit)
+        subs = c.submit([spec("r6 poison", 1.0, fault), spec("r6 behind 1", 1.0), spec("r6 behind 2", 1.0)])
+        poison = subs[0]
+        window = 60 if c.role else self.guide_recovery_window + 15
+        videos = c.wait(subs, window)
+        entries = c.journal(since)
         crashes = count(entries, r"Main process exited, code=(killed|dumped)")
-        poison = videos[ids[0]]
-        behind = sum(videos[i].state == "done" for i in ids[1:])
-        out.happened.append(f"{crashes} crash(es)")
-        if poison.state == "failed":
-            out.happened.append(f"poison failed: {poison.reason}")
-            if poison.finished_at:
-                out.recover = f"{poison.finished_at - since:.1f} to fail it"
-        else:
-            out.happened.append(
-                self.lost_text(s, poison, time.time() - since) + "; then it crashes the worker again, every hour"
+        video = videos[poison.video]
+        behind = sum(videos[s.video].state == "done" for s in subs[1:])
+        crash = first(entries, r"Main process exited")
+        out.seconds = video.updated_at - since if video.final and video.updated_at else None
+        if isinstance(c, RoleColumn):
+            record = c.ledger([poison])[poison.task]
+            result = c.results([poison])[poison.task]
+            out.note(
+                f"{crashes} crashes; ledger {record.get('state')}/{record.get('cause')}, crashes "
+                f'{record.get("crashes")}: "{(record.get("reason") or "")[:70]}…"; video failed by the '
+                f'hook {secs(out.seconds)} s after submit ("{video.error[:40]}…"); result backend '
+                f"{result['status']} {result['exc_type']}; {behind}/2 behind it done"
             )
-            cut = crash_summary(entries, since)
-            crash, restart = cut["crash"], cut["restart"]
-            done_at = max((videos[i].finished_at or 0 for i in ids[1:]), default=0)
-            out.recover = (
-                f"restart {secs(restart - crash if restart and crash else None)}; the poison never"
-                if done_at
-                else "never"
-            )
-        out.happened.append(f"{behind}/2 videos behind it done")
-        out.tally = s.tally(ids, videos)
-        if s.kind == "stable":
             out.expect(crashes == 2, f"{crashes} crashes, not K=2")
+            self.check_ledger(out, record, state="failed", cause="crash", reason="crashed the worker 2 times")
             out.expect(
-                poison.state == "failed" and "2 times" in poison.reason,
-                "poison not failed after K=2",
+                video.state == "failed" and video.error.startswith("crash:"),
+                "the hook did not mark the video failed (crash)",
             )
-            out.expect(behind == 2, "videos behind the poison did not render")
-
-    # --- 7: Redis restarted while waiting and while rendering ------------------------------
-
-    def row_redis(self, s: Setup, out: Outcome, idle: threading.Barrier, busy: threading.Barrier) -> None:
-        since = time.time()
-        pid0, restarts0 = s.main_pid(), s.host.prop(s.unit, "NRestarts")
-        idle.wait(timeout=60)  # the barrier's action restarts Redis while both workers wait
-        ids = s.submit([spec("r7 after restart while idle", 1.0)])
-        slow = {"kind": "slow", "at_frame": 0, "seconds": 0.12}
-        ids += s.submit([spec("r7 rendering through the restart", 2.0, slow), spec("r7 behind", 1.0)])
-        s.wait(ids[1:2], 30, until=lambda v: v[ids[1]].raw_state in ("processing", "STARTED"))
-        busy.wait(timeout=60)  # ...and again while both render
-        videos = s.wait(ids, 60)
-        entries = s.host.journal(since, "-u", s.unit)
-        pid1, restarts1 = s.main_pid(), s.host.prop(s.unit, "NRestarts")
-        marker = "rendering video" if s.kind == "stable" else "guide render start"
-        runs = {i: count(entries, rf"{marker} {i}") for i in ids}
-        twice = [i for i, n in runs.items() if n > 1 and videos[i].state == "done"]
-        out.happened.append(
-            f"Redis restarted twice (idle, then mid-render); worker reconnected by itself: "
-            f"MainPID {'unchanged' if pid1 == pid0 else f'{pid0} -> {pid1}'}, NRestarts "
-            f"{restarts0} -> {restarts1}"
-        )
-        done = [v for v in videos.values() if v.state == "done"]
-        out.happened.append(
-            f"each video rendered once (runs per video: {sorted(runs.values())})"
-            if not twice
-            else f"rendered twice to completion: {twice}"
-        )
-        if s.kind == "stable":
-            out.expect(pid1 == pid0 and restarts1 == restarts0, "worker restarted")
-            out.expect(not twice and all(v.attempts == 1 for v in done), "a video ran twice")
-            held = s.unacked(ids)
-            out.happened.append(
-                f"{len(held)} of their messages left unacked in Redis (the ack was lost with the "
-                "connection): redelivered after the visibility timeout (320 s here), then "
-                "ignored as already done"
-                if held
-                else "every message acked"
-            )
+            self.check_result(out, result, "FAILURE", "WorkerLostError")
+            out.expect(behind == 2, "the videos behind the poison did not render")
         else:
-            held = s.unacked(ids)
-            out.happened.append(
-                f"{len(held)} of their messages left unacked in Redis (the ack was lost with the "
-                "connection): each comes back after 3600 s and renders again (a video done twice)"
-                if held
-                else "every message acked"
+            out.note(
+                f"{crashes} crash (the poison's message is not redelivered before the visibility timeout); "
+                + (
+                    f"failed by the guide's recovery job "
+                    f"{secs(video.updated_at - crash if crash and video.updated_at else None)} s "
+                    f'after the crash ("{video.error}")'
+                    if video.state == "failed"
+                    else self.describe(c, video, since)
+                )
+                + f"; {behind}/2 behind it done"
             )
-        out.recover = "0 (no restart)" if pid1 == pid0 else "restarted"
-        out.tally = s.tally(ids, videos)
-        if s.kind == "stable":
+            out.note(c.held_text([poison]) + " (and crash the worker again)")
+        out.tally = c.tally(subs, videos)
+
+    # --- 7: Redis restarted while idle, then mid-render -------------------------------------
+
+    def row_redis(self, c: Column, out: Outcome, idle: threading.Barrier, busy: threading.Barrier) -> None:
+        since, pid0, restarts0 = time.time(), c.main_pid(), c.restarts()
+        idle.wait(timeout=60)
+        subs = c.submit([spec("r7 after a restart while idle", 1.0)])
+        slow = {"kind": "slow", "at_frame": 0, "seconds": 0.1}
+        subs += c.submit([spec("r7 rendering through a restart", 2.0, slow), spec("r7 behind", 1.0)])
+        c.wait(subs, 30, until=lambda v: v[subs[1].video].state == "processing")
+        busy.wait(timeout=60)
+        videos = c.wait(subs, 60)
+        entries = c.journal(since)
+        pid1, restarts1 = c.main_pid(), c.restarts()
+        runs = sorted(count(entries, rf"guide render start {s.task}") for s in subs)
+        out.note(
+            "Redis restarted twice (idle, then mid-render); MainPID "
+            f"{'unchanged' if pid1 == pid0 else f'{pid0} -> {pid1}'}, "
+            f"NRestarts {restarts0} -> {restarts1}; renders per video {runs}; "
+            f"{len(c.held(subs))} of their messages left unacked"
+        )
+        out.seconds = 0.0 if pid1 == pid0 and restarts1 == restarts0 else None
+        out.tally = c.tally(subs, videos)
+        if c.role:
+            out.expect(pid1 == pid0 and restarts1 == restarts0, "worker restarted")
+            out.expect(runs == [1, 1, 1], f"renders per video {runs}")
             out.expect(out.tally.done == 3, f"{out.tally.done}/3 done")
 
     def redis_restart(self) -> None:
@@ -928,292 +1184,378 @@ class Matrix:
 
     # --- 8: host reboot --------------------------------------------------------------------
 
-    def row_reboot(self) -> None:
-        if self.args.only and "8" not in self.args.only:
+    def row_reboot(self, row: Row) -> None:
+        if self.args.only and row.number not in self.args.only:
             return
-        log("row 8: host reboot")
-        row = Row(
-            "8",
-            "host reboot (`docker restart`)",
-            "worker, Beat and the timer back, enabled; 3-min cadence",
-        )
-        outs = {"stable": Outcome("celery-stable"), "guide": Outcome("guide", checked=False)}
-        for setup in (self.stable, self.guide):
-            self.ensure_up(setup, outs[setup.kind])
+        log(f"row {row.number}: {row.fault}")
+        st, gd = Outcome(self.role.name, True), Outcome(self.guide.name, False)
+        self.ensure_up(self.role, st)
+        self.ensure_up(self.guide, gd)
         slow = {"kind": "slow", "at_frame": 0, "seconds": 0.08}
-        ids = {}
-        for setup in (self.stable, self.guide):
-            ids[setup.kind] = setup.submit(
-                [spec("r8 rendering at reboot", 2.0, slow), spec("r8 queued at reboot", 1.0)]
-            )
-        for setup in (self.stable, self.guide):
-            first_id = ids[setup.kind][0]
-            setup.wait(
-                [first_id],
-                30,
-                until=lambda v, i=first_id: v[i].raw_state in ("processing", "STARTED"),
-            )
+        subs = {}
+        for c in (self.role, self.guide):
+            subs[c.name] = c.submit([spec("r8 rendering at reboot", 2.0, slow), spec("r8 queued at reboot", 1.0)])
+        for c in (self.role, self.guide):
+            rendering = subs[c.name][0]
+            c.wait([rendering], 30, until=lambda v, i=rendering.video: v[i].state == "processing")
         start = time.time()
         proc = subprocess.run(
-            ["docker", "restart", "-t", "120", self.host.container],
-            capture_output=True,
-            text=True,
-            check=False,
+            ["docker", "restart", "-t", "120", self.host.container], capture_output=True, text=True, check=False
         )
-        if proc.returncode != 0:
-            outs["stable"].problems.append(f"docker restart failed: {proc.stderr.strip()}")
-        restarted = time.time()
-        self.host.wait_ready()
-        booted = time.time()
-        st = outs["stable"]
-        ready = self.stable.ready_after(start, 90)
+        st.expect(proc.returncode == 0, f"docker restart failed: {proc.stderr.strip()}")
+        stopped = time.time()
+        self.host.wait_booted()
+        ready = self.role.ready_after(stopped, 90)
         units = {}
-        for unit in (
-            WORKER,
-            "celery-beat.service",
-            "celery-recovery.timer",
-            "redis-server.service",
-        ):
+        for unit in (ROLE_UNIT, "celery-beat.service", "celery-recovery.timer", "redis-server.service"):
             p = self.host.show(unit, "ActiveState", "UnitFileState")
             units[unit] = p
             st.expect(
                 p["ActiveState"] == "active" and p["UnitFileState"] == "enabled",
                 f"{unit} {p['ActiveState']}/{p['UnitFileState']}",
             )
-        st.happened.append(
-            "worker, Beat, recovery timer, Redis: "
+        st.note(
+            "after boot: "
             + ", ".join(f"{u.split('.')[0]} {p['ActiveState']}+{p['UnitFileState']}" for u, p in units.items())
         )
-        timer = self.host.show("celery-recovery.timer", "NextElapseUSecRealtime", "LastTriggerUSec")
-        nxt = parse_systemd_time(timer.get("NextElapseUSecRealtime", ""))
-        last = timer.get("LastTriggerUSec", "")
-        cadence = (
-            nxt is not None and nxt.minute % 3 == 0 and nxt.second == 0 and (0 < nxt.timestamp() - time.time() <= 180)
+        nxt = self.host.prop("celery-recovery.timer", "NextElapseUSecRealtime")
+        when = parse_systemd_time(nxt)
+        on_cadence = (
+            when is not None
+            and when.second % int(self.period) == 0
+            and 0 <= when.timestamp() - time.time() <= self.period + 1
         )
-        st.expect(
-            cadence,
-            f"timer next elapse {timer.get('NextElapseUSecRealtime')} off the 3-min cadence",
-        )
-        st.happened.append(
-            f"recovery timer: next {nxt.strftime('%H:%M:%S') if nxt else '?'} "
-            f"(in {nxt.timestamp() - time.time():.0f} s), last trigger "
-            f"{last.split(' ')[2] if last.count(' ') >= 2 else last}"
-            if nxt
-            else "recovery timer: no next elapse"
-        )
-        videos = self.stable.wait(ids["stable"], 60)
-        done = sum(v.state == "done" for v in videos.values())
-        rendering, queued = (videos[i] for i in ids["stable"])
-        st.happened.append(
-            "video rendering at the reboot: "
+        st.expect(on_cadence, f"recovery timer's next elapse {nxt!r} off its {self.period:g} s cadence")
+        st.note(f"recovery timer next at {when.strftime('%H:%M:%S') if when else '?'} (every {self.period:g} s)")
+        videos = self.role.wait(subs[self.role.name], 60)
+        rendering, queued = (videos[s.video] for s in subs[self.role.name])
+        st.note(
+            f"video rendering at the reboot: {rendering.state}"
             + (
-                f"finished by the warm stop before shutdown (attempt {rendering.attempts})"
-                if rendering.state == "done" and (rendering.finished_at or 0) < restarted
-                else f"{rendering.raw_state} after boot (attempt {rendering.attempts}) {rendering.reason}"
+                " (finished by the warm stop before the shutdown)"
+                if rendering.updated_at and rendering.updated_at < stopped
+                else " after boot"
             )
-            + f"; video queued at the reboot: {queued.raw_state} after boot"
+            + f"; the queued one {queued.state} after boot"
         )
-        st.expect(done == 2, f"{done}/2 videos done after the reboot")
-        st.tally = self.stable.tally(ids["stable"], videos)
-        st.recover = (
-            f"{secs(ready and ready - start)} reboot to consuming (shutdown incl. warm stop {restarted - start:.1f})"
+        st.expect(all(v.state == "done" for v in videos.values()), "not every video done after the reboot")
+        st.tally = self.role.tally(subs[self.role.name], videos)
+        st.seconds = ready - start if ready else None
+        st.note(
+            f"consuming {secs(st.seconds)} s after `docker restart` (shutdown incl. warm stop {stopped - start:.1f} s)"
         )
-        gd = outs["guide"]
-        gp = self.host.show(GUIDE, "ActiveState", "UnitFileState")
-        time.sleep(max(0.0, booted + 15 - time.time()))
-        gvideos = self.guide.videos(ids["guide"])
-        gd.happened.append(
-            f"guide worker {gp['ActiveState']} after boot (its interactive start script is not run at "
-            "boot; no Beat either)"
+        time.sleep(3)
+        gstate = {u: self.host.show(u, "ActiveState", "UnitFileState") for u in (GUIDE_UNIT, GUIDE_BEAT)}
+        gvideos = self.guide.videos(subs[self.guide.name])
+        grendering, gqueued = (gvideos[s.video] for s in subs[self.guide.name])
+        gd.note(
+            "after boot: "
+            + ", ".join(f"{u.split('.')[0]} {p['ActiveState']}+{p['UnitFileState']}" for u, p in gstate.items())
+            + " (started by an interactive script, which nothing runs at boot)"
         )
-        grendering, gqueued = (gvideos[i] for i in ids["guide"])
-        gd.happened.append(
-            f"video rendering at the reboot: {grendering.raw_state} {grendering.reason}".rstrip()
-            + (" (shutdown's SIGTERM reached ffmpeg too)" if "BrokenPipe" in grendering.reason else "")
-            + f"; video queued: {gqueued.raw_state}"
-            + (" (waits for a human to start the worker)" if gqueued.state == "open" else "")
+        gd.note(
+            f"video rendering at the reboot: {grendering.state} {grendering.error}".rstrip()
+            + f"; the queued one {gqueued.state}"
         )
-        gd.recover = "never (manual start)" if gp["ActiveState"] != "active" else "-"
-        gd.tally = self.guide.tally(ids["guide"], gvideos)
+        started = time.time()
+        self.host.sh(f"systemctl start {GUIDE_UNIT} {GUIDE_BEAT}")
+        gvideos = self.guide.wait(subs[self.guide.name], self.guide_recovery_window + 10)
+        grendering, gqueued = (gvideos[s.video] for s in subs[self.guide.name])
+        gd.note(
+            f"once an operator starts it ({started - start:.0f} s after the reboot here): rendering one "
+            f"{grendering.state} {grendering.error}".rstrip()
+            + f", queued one {gqueued.state}"
+        )
+        finals = [v.updated_at for v in gvideos.values() if v.final and v.updated_at]
+        gd.seconds = max(finals) - start if finals and len(finals) == len(gvideos) else None
+        gd.tally = self.guide.tally(subs[self.guide.name], gvideos)
         row.outcomes = [st, gd]
         for out in row.outcomes:
-            log(f"row 8 {out.setup}: {'; '.join(out.happened)} | {out.tally} | {out.verdict}")
+            log(f"row {row.number} {out.setup}: {'; '.join(out.happened)} | {out.tally} | {out.verdict}")
         self.rows.append(row)
-        # Bring the guide back for the next row, as its operator would by running the script.
-        self.host.sh(f"systemctl reset-failed {GUIDE}; systemctl start {GUIDE}")
-        self.guide.ready_after(time.time() - 1, 60)
-        self.guide.wait(ids["guide"], 20)
 
     # --- 9: bad job spec; bad role variable ------------------------------------------------
 
-    def row_bad_input(self, s: Setup, out: Outcome) -> None:
+    def row_bad_input(self, c: Column, out: Outcome) -> None:
+        pid0 = c.main_pid()
         bad = spec("r9 bad", 1.0)
         bad["width"] = "wide"
-        pid0 = s.main_pid()
-        if s.kind == "stable":
-            before = len(self.stable.records())
-            result = self.stable.submit_raw([bad])[0]
-            after = len(self.stable.records())
-            out.happened.append(f"bad spec: exit {result['rc']}, `{result['err']}`; {after - before} recorded")
-            out.expect(
-                result["rc"] == 2 and "width" in result["err"] and after == before,
-                "bad spec not refused cleanly",
+        [sub] = c.submit([bad])
+        videos = c.wait([sub], 30)
+        video = videos[sub.video]
+        out.note(
+            f'bad spec (width "wide") accepted by the app (it validates nothing), then {video.state}: {video.error}'
+        )
+        if isinstance(c, RoleColumn):
+            record = c.ledger([sub])[sub.task]
+            out.note(
+                f"ledger {record.get('state')}/{record.get('cause')} (the task's own error: not retried, not a crash)"
             )
-            for var, value, names in (
-                ("celery_stable_time_limit_sec", "abc", "celery_stable_time_limit_sec"),
-                ("celery_stable_memory_max", "200M", "celery_stable_memory_max=200M is not valid"),
-            ):
-                env0 = self.host.sh(
-                    f"md5sum {ENV_FILE} /etc/systemd/system/celery-*.service /etc/systemd/system/celery-*.timer"
-                ).stdout
-                rc, text = self.ansible(f"{var}={value}")
-                env1 = self.host.sh(
-                    f"md5sum {ENV_FILE} /etc/systemd/system/celery-*.service /etc/systemd/system/celery-*.timer"
-                ).stdout
-                recap = re.search(rf"{re.escape(self.host.container)}\s*:\s*(.*)", text.split("PLAY RECAP")[-1])
-                changed = re.search(r"changed=(\d+)", recap.group(1)).group(1) if recap else "?"
-                message = failure_message(text)
-                at = message.find(names)
-                if at > 60:  # keep the clause that names the variable
-                    message = "... " + message[at : at + 170] + " ..."
-                out.happened.append(f"`-e {var}={value}`: ansible-playbook exit {rc}, changed={changed}: {message}")
-                out.expect(
-                    rc != 0 and changed == "0" and names in message and env0 == env1,
-                    f"bad {var} not refused before any change",
-                )
-            out.tally = Tally(accepted=0)
-        else:
-            ids = s.submit([bad])
-            videos = s.wait(ids, 30)
-            video = videos[ids[0]]
-            out.happened.append(f"bad spec accepted (no validation), then {video.raw_state}: {video.reason}")
-            out.happened.append("bad setting: no deploy step checks core/celery_app.py (n/a)")
-            out.tally = s.tally(ids, videos)
-        pid1 = s.main_pid()
-        out.happened.append(f"worker untouched (MainPID {'unchanged' if pid1 == pid0 else 'CHANGED'})")
+            self.check_ledger(out, record, state="failed", cause="error", reason="TypeError")
+            var = "celery_stable_stuck_after_sec=1"
+            run, problems = refused_run(
+                [self.host],
+                self.playbook_argv(["-e", var]),
+                "Refuse values the runtime would refuse",
+                r"celery_stable_stuck_after_sec \(CELERY_STABLE_STUCK_AFTER_SEC\)",
+                cwd=str(PROJECT),
+                env=self.playbook_env(),
+            )
+            message = run.message.split("nothing was changed on any host: ")[-1]
+            out.note(
+                f"`-e {var}`: ansible-playbook exit {run.rc}, refused at '{run.task}', changed="
+                f'{run.total_changed}, host fingerprint unchanged: "{message[:230]}"'
+            )
+            out.expect(not problems, "bad role variable not refused cleanly: " + "; ".join(problems))
+        pid1 = c.main_pid()
+        out.note(f"worker untouched (MainPID {'unchanged' if pid1 == pid0 else 'CHANGED'})")
         out.expect(pid1 == pid0, "worker restarted")
-        out.recover = "0"
+        out.tally = c.tally([sub], videos)
 
-    def ansible(self, extra: str) -> tuple[int, str]:
-        with tempfile.TemporaryDirectory() as tmp:
-            inv = Path(tmp)
-            (inv / "hosts.yml").write_text(
-                json.dumps(
-                    {
-                        "all": {
-                            "children": {
-                                "celery_workers": {
-                                    "hosts": {self.host.container: {"ansible_connection": "community.docker.docker"}}
-                                },
-                                "celery_broker": {"hosts": {self.host.container: {}}},
-                            }
-                        }
-                    }
-                )
+    def playbook_argv(self, extra: list[str]) -> list[str]:
+        inventory = self.args.inventory or self.temp_inventory()
+        return [self.args.ansible_playbook, "-i", inventory, str(PROJECT / "playbooks/site.yml"), *extra]
+
+    def playbook_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("ANSIBLE_ROLES_PATH", str(PROJECT / "roles"))
+        env.setdefault("MOLECULE_PROJECT_DIRECTORY", str(PROJECT))
+        return env
+
+    def temp_inventory(self) -> str:
+        """Outside Molecule: an inventory of this container with the scenario's variables."""
+        tmp = Path(tempfile.mkdtemp(prefix="fault-matrix-inv."))
+        host = {self.host.container: {"ansible_connection": "community.docker.docker"}}
+        (tmp / "hosts.yml").write_text(
+            json.dumps({"all": {"children": {"celery_workers": {"hosts": host}, "celery_broker": {"hosts": host}}}})
+        )
+        (tmp / "group_vars").symlink_to(PROJECT / "molecule/resources/group_vars")
+        (tmp / "host_vars").symlink_to(PROJECT / "molecule/faults/host_vars")
+        return str(tmp / "hosts.yml")
+
+    # --- 5x: row 5's check, on a unit without ExecStopPost: it must fail ---------------------
+
+    def row_no_reap(self, c: Column, out: Outcome) -> None:
+        assert isinstance(c, RoleColumn)
+        self.host.sh(
+            f"mkdir -p {NO_REAP_DROP_IN.rsplit('/', 1)[0]} && "
+            f"printf '[Service]\\nExecStopPost=\\n' > {NO_REAP_DROP_IN} && systemctl daemon-reload && "
+            f"systemctl restart {c.unit}"
+        )
+        try:
+            stop_post = self.host.prop(c.unit, "ExecStopPost")
+            out.note(f"drop-in `ExecStopPost=` (empty): ExecStopPost now {stop_post or 'empty'}")
+            c.ready_after(time.time() - 5, 30)
+            since = time.time()
+            fault = {"kind": "hang_gil", "at_frame": 5, "seconds": 3600}
+            subs = c.submit([spec("r5x hang, no ExecStopPost", 1.0, fault), spec("r5x behind", 1.0)])
+            probe = Outcome(c.name, True)
+            self.check_watchdog_reap(c, probe, subs, since)
+            out.note(
+                "row 5's check, run here: "
+                + ("PASSED (it cannot tell)" if probe.ok else "failed: " + "; ".join(probe.problems))
             )
-            (inv / "group_vars").symlink_to(PROJECT / "molecule/resources/group_vars")
-            (inv / "host_vars").symlink_to(PROJECT / "molecule/faults/host_vars")
-            env = dict(__import__("os").environ)
-            env.update(
-                ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
-                MOLECULE_PROJECT_DIRECTORY=str(PROJECT),
-                ANSIBLE_FORCE_COLOR="0",
-                ANSIBLE_NOCOLOR="1",
-            )
-            env.pop("ANSIBLE_CONFIG", None)
-            proc = subprocess.run(
-                [
-                    self.args.ansible_playbook,
-                    "-i",
-                    str(inv / "hosts.yml"),
-                    str(PROJECT / "playbooks/site.yml"),
-                    "-e",
-                    extra,
-                ],
-                cwd=PROJECT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            return proc.returncode, proc.stdout + proc.stderr
+            out.note("what it saw: " + "; ".join(probe.happened[-1:]))
+            out.expect(not probe.ok, "row 5's check passed without ExecStopPost: it proves nothing")
+            out.tally = probe.tally
+            out.seconds = probe.seconds
+        finally:
+            self.host.sh(f"rm -f {NO_REAP_DROP_IN} && systemctl daemon-reload && systemctl restart {c.unit}")
+            back = self.host.prop(c.unit, "ExecStopPost")
+            out.expect("celery-stable" in back and "reap" in back, f"ExecStopPost not restored: {back}")
+            out.note("drop-in removed, `celery-stable reap` back in ExecStopPost")
 
     # --- the whole run -----------------------------------------------------------------------
 
     def run(self) -> int:
         started = time.time()
-        if self.host.prop(WORKER, "ActiveState") != "active":
-            raise HostError(f"{WORKER} is not active before the matrix")
-        hooks_ok = self.check_hooks()
+        for unit in (ROLE_UNIT, GUIDE_UNIT):
+            if self.host.prop(unit, "ActiveState") != "active":
+                raise HostError(f"{unit} is not active before the matrix")
+        self.notes.append(
+            f"Clocks (both columns, host_vars): hard limit {self.limit:g} s, the guide's recovery job every "
+            f"{self.period:g} s for videos stuck over {self.stuck:g} s (the role: celery-recovery.timer "
+            f"on the same period, stuck after {self.stuck:g} s); the guide's 900 / 180 / 300 s divided by 30."
+        )
+        R = Row
         self.run_row(
-            "1",
-            "SIGSEGV mid-render (segfault hook)",
-            "restart <= 3 s; faulthandler traceback; video retried or failed within 60 s",
+            R(
+                "0",
+                "a plain video (2 s, slowed)",
+                "done on attempt 1; StatusText names the task and the recycle count, nothing else",
+                "submit to done",
+            ),
+            self.row_plain,
+        )
+        self.run_row(
+            R(
+                "1",
+                "SIGSEGV mid-render (once)",
+                "faulthandler traceback; restart <= 3 s; requeued by the ExecStopPost reap; done on attempt 2",
+                "crash to requeue (guide: to failed)",
+            ),
             self.row_segfault,
         )
         self.run_row(
-            "2",
-            "11 crashes within the hour",
-            "11th start refused (10/3600 s); unit failed; OnFailure alert; reset-failed + start recovers",
+            R(
+                "2",
+                "11 crashes within the hour",
+                "11th start refused; unit failed; OnFailure alert; after reset-failed + start all 11 done",
+                "reset-failed to the last video resolved",
+            ),
             self.row_crash_loop,
         )
         self.run_row(
-            "3",
-            "slow leak past the RSS recycle limit",
-            "recycled after the task (same MainPID, NRestarts unchanged); queue intact; MemoryMax never hit",
-            self.row_leak,
+            R(
+                "3a",
+                "10 tasks: recycle by count",
+                "recycled in place (same MainPID, NRestarts unchanged); every video done",
+                "recycle to consuming again",
+            ),
+            self.row_recycle_count,
         )
         self.run_row(
-            "4",
-            "allocation bomb in a task",
-            "stopped by RLIMIT_AS or MemoryMax; failed with reason; worker back; next video renders",
+            R(
+                "3b",
+                "slow leak past 256000 KiB RSS",
+                "recycled in place after the leaking task; MemoryMax never hit; every video done",
+                "recycle to consuming again",
+            ),
+            self.row_recycle_rss,
+        )
+        self.run_row(
+            R(
+                "4",
+                "allocation bomb (RLIMIT_AS)",
+                "failed, the reason naming RLIMIT_AS; re-exec in place (MainPID, NRestarts unchanged); next video done",
+                "render start to failed",
+            ),
             self.row_alloc_bomb,
         )
         self.run_row(
-            "5",
-            "hang in native code holding the GIL",
-            "killed by the watchdog (SERVICE_RESULT=watchdog); worker back; video failed with reason",
+            R(
+                "5",
+                "hang in native code holding the GIL",
+                "watchdog kill; ExecStopPost reap fails it, cause watchdog; hook + WorkerLostError; next done",
+                "render start to the kill (guide: to failed)",
+            ),
             self.row_hang_gil,
         )
         self.run_row(
-            "5b",
-            "hang releasing the GIL (no progress)",
-            "recovery fails it after stuck_after; killed by the watchdog after the hard limit",
-            self.row_hang_recovery,
+            R(
+                "5b",
+                "hang releasing the GIL (sleep)",
+                "failed at its hard limit (TimeLimitExceeded), re-exec in place; next video done",
+                "limit to the re-exec (guide: start to failed)",
+            ),
+            self.row_hang_limit,
         )
         self.run_row(
-            "6",
-            "poison video (segfault on every attempt)",
-            "failed after K=2 deliveries with the reason; the videos behind it render",
+            R(
+                "5c",
+                "worker frozen mid-render (SIGSTOP)",
+                "watchdog kill; the ExecStopPost reap fails it, cause watchdog; hook + WorkerLostError",
+                "freeze to failed in the ledger (guide: to done)",
+            ),
+            self.row_frozen,
+        )
+        self.run_row(
+            R(
+                "5d",
+                "a worker no supervisor watches freezes",
+                "the runtime's recovery gives its task up as stuck; hook + WorkerLostError",
+                "freeze to given up (guide: to failed)",
+            ),
+            self.row_stuck,
+        )
+        self.run_row(
+            R("5e", "`celery-stable retry` of 5c's video", "its original message again; done", "retry to done"),
+            self.row_retry,
+            guide=False,
+        )
+        self.run_row(
+            R(
+                "6",
+                "poison video (SIGSEGV every attempt)",
+                "failed after K=2 crashes; hook + WorkerLostError; the videos behind done",
+                "submit to failed (guide: crash to failed)",
+            ),
             self.row_poison,
         )
         idle = threading.Barrier(2, action=self.redis_restart)
         busy = threading.Barrier(2, action=self.redis_restart)
         self.run_row(
-            "7",
-            "Redis restarted while idle, then mid-render",
-            "worker reconnects by itself; nothing lost; nothing run twice to completion",
-            lambda s, o: self.row_redis(s, o, idle, busy),
+            R(
+                "7",
+                "Redis restarted idle, then mid-render",
+                "reconnects by itself; every video once, done",
+                "0 = no restart",
+            ),
+            lambda c, o: self.row_redis(c, o, idle, busy),
         )
-        self.row_reboot()
+        self.row_reboot(
+            R(
+                "8",
+                "host reboot (`docker restart`)",
+                "worker, Beat, timer, Redis back and enabled; timer on its cadence; both videos done",
+                "reboot to consuming (guide: to the last video resolved)",
+            )
+        )
         self.run_row(
-            "9",
-            "bad job spec; bad role variable",
-            "CLI exit 2, nothing recorded; playbook fails in validation/preflight, changed=0; worker untouched",
+            R(
+                "9",
+                "bad job spec; bad role variable",
+                "the app's own TypeError, the worker untouched; the variable refused before any change",
+                "-",
+            ),
             self.row_bad_input,
         )
-        table = self.render(time.time() - started)
+        self.run_row(
+            R(
+                "5x",
+                "control: row 5 without ExecStopPost",
+                "row 5's check FAILS on a unit whose ExecStopPost is cleared",
+                "as row 5",
+            ),
+            self.row_no_reap,
+            guide=False,
+        )
+        elapsed = time.time() - started
+        table = self.render(elapsed)
         print(table)
-        if self.args.out:
-            Path(self.args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(self.args.out).write_text(table + "\n")
-        failed = [r.number for r in self.rows for o in r.outcomes if o.problems]
-        return 0 if hooks_ok and not failed else 1
+        records = self.records()
+        for path, text in ((self.args.out, table + "\n"), (self.args.json, json.dumps(records, indent=1) + "\n")):
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).write_text(text)
+        print(f"\nTable: {self.args.out}\nJSON (one object per row and column): {self.args.json}")
+        failed = [r.number for r in self.rows for o in r.outcomes if o.checked and o.problems]
+        return 0 if not failed else 1
+
+    def records(self) -> list[dict]:
+        return [
+            {
+                "row": row.number,
+                "fault": row.fault,
+                "setup": out.setup,
+                "app": APP,
+                "accepted": out.tally.accepted,
+                "done": out.tally.done,
+                "failed": out.tally.failed,
+                "lost": out.tally.lost,
+                "seconds": None if out.seconds is None else round(out.seconds, 1),
+                "seconds_measure": row.seconds,
+                "ok": out.ok,
+                "what": "; ".join(out.happened),
+                "problems": out.problems,
+            }
+            for row in self.rows
+            for out in row.outcomes
+        ]
 
     def render(self, elapsed: float) -> str:
         lines = [
-            "| # | fault | setup | what happened | s to recover | accepted / done / failed (reason) / lost | check |",
+            "| # | fault | setup | what happened | s | accepted / done / failed / lost | check |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in self.rows:
@@ -1223,18 +1565,20 @@ class Matrix:
                     row.fault if n == 0 else "",
                     out.setup,
                     "; ".join(out.happened).replace("|", "\\|"),
-                    out.recover,
+                    secs(out.seconds) if out.seconds is not None else "-",
                     str(out.tally),
                     out.verdict.replace("|", "\\|"),
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append("Expectations (celery-stable rows only; the guide rows are measured, not judged):")
+        lines.append(
+            "Expectations (celery-stable only; the guide's column is measured, not judged) and what s measures:"
+        )
         for row in self.rows:
-            lines.append(f"  {row.number}: {row.expectation}")
+            lines.append(f"  {row.number}: {row.expectation} [s: {row.seconds}]")
         lines.append("")
         lines.extend(self.notes)
-        bad = [f"{r.number} ({o.setup})" for r in self.rows for o in r.outcomes if o.problems]
+        bad = [f"{r.number} ({o.setup})" for r in self.rows for o in r.outcomes if o.checked and o.problems]
         lines.append(
             f"Matrix: {len(self.rows)} rows in {elapsed:.0f} s on {self.host.container}; "
             + ("every celery-stable row met its expectation." if not bad else f"FAILED rows: {', '.join(bad)}")
@@ -1249,32 +1593,16 @@ def parse_systemd_time(text: str) -> datetime | None:
         return None
 
 
-def failure_message(text: str) -> str:
-    """Why a failed ansible-playbook run failed, as one line (its output wraps messages)."""
-    for pattern in (
-        r"argument '[^']+' is of type [^\n]*",
-        r"celery_stable_\w+=\S+ is not valid:.*?(?:'\n|\n\s*\n|$)",
-    ):
-        match = re.search(pattern, text, re.DOTALL)
-        if match:
-            # ansible-core 2.19 prints the task's file after the message: not part of it.
-            return " ".join(match.group(0).split()).split(" Origin: ")[0].rstrip("'")
-    return "no message found"
-
-
 def main() -> int:
     global _log_file
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--container", default="celery-stable-faults")
     parser.add_argument("--ansible-playbook", default=str(PROJECT / ".venv/bin/ansible-playbook"))
+    parser.add_argument("--inventory", default="", help="Molecule's inventory (else one is written)")
     parser.add_argument("--out", default=str(PROJECT / ".cache/fault-matrix.txt"))
+    parser.add_argument("--json", default=str(PROJECT / ".cache/fault-matrix.json"))
     parser.add_argument("--log", default=str(PROJECT / ".cache/fault-matrix.log"))
-    parser.add_argument(
-        "--only",
-        type=lambda v: set(v.split(",")),
-        default=None,
-        help="comma-separated row numbers (development)",
-    )
+    parser.add_argument("--only", type=lambda v: set(v.split(",")), default=None, help="row numbers, comma-separated")
     args = parser.parse_args()
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     _log_file = open(args.log, "w")  # noqa: SIM115
