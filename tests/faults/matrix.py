@@ -1118,7 +1118,8 @@ class Matrix:
         video = videos[poison.video]
         behind = sum(videos[s.video].state == "done" for s in subs[1:])
         crash = first(entries, r"Main process exited")
-        out.seconds = video.updated_at - since if video.final and video.updated_at else None
+        origin = since if c.role else crash
+        out.seconds = video.updated_at - origin if video.final and video.updated_at and origin else None
         if isinstance(c, RoleColumn):
             record = c.ledger([poison])[poison.task]
             result = c.results([poison])[poison.task]
@@ -1140,9 +1141,7 @@ class Matrix:
             out.note(
                 f"{crashes} crash (the poison's message is not redelivered before the visibility timeout); "
                 + (
-                    f"failed by the guide's recovery job "
-                    f"{secs(video.updated_at - crash if crash and video.updated_at else None)} s "
-                    f'after the crash ("{video.error}")'
+                    f'failed by the guide\'s recovery job {secs(out.seconds)} s after the crash ("{video.error}")'
                     if video.state == "failed"
                     else self.describe(c, video, since)
                 )
@@ -1223,7 +1222,7 @@ class Matrix:
         on_cadence = (
             when is not None
             and when.second % int(self.period) == 0
-            and 0 <= when.timestamp() - time.time() <= self.period + 1
+            and -1 <= when.timestamp() - time.time() <= self.period + 1
         )
         st.expect(on_cadence, f"recovery timer's next elapse {nxt!r} off its {self.period:g} s cadence")
         st.note(f"recovery timer next at {when.strftime('%H:%M:%S') if when else '?'} (every {self.period:g} s)")
