@@ -488,6 +488,25 @@ class Matrix:
             f"result backend {result['status']} {result['exc_type']}, not {status} {exc_type}".rstrip(),
         )
 
+    HOOK_MARK = re.compile(r"^(crash|watchdog|time-limit|oom|stuck|memory|exit): ")
+
+    def hooked(self, c: Column, sub: Sub, timeout: float = 20) -> tuple[Video, str]:
+        """The video once the give-up hook has marked it (`mark_video_failed`: "<cause>: <the
+        runtime's reason>"), and what marked it failed before, if anything: the app's own
+        recovery job or its own except may get there first, from messages ahead of the hook's."""
+        errors: list[str] = []
+
+        def marked() -> bool:
+            video = c.videos([sub])[sub.video]
+            if video.error and (not errors or errors[-1] != video.error):
+                errors.append(video.error)
+            return video.state == "failed" and bool(self.HOOK_MARK.match(video.error))
+
+        poll(marked, timeout, 0.5)
+        video = c.videos([sub])[sub.video]
+        earlier = next((e for e in errors if not self.HOOK_MARK.match(e)), "")
+        return video, (f' (first marked failed by the app itself: "{earlier[:40]}")' if earlier else "")
+
     # --- 0: a plain video, and what systemd's status says while it runs ---------------------
 
     def row_plain(self, c: Column, out: Outcome) -> None:
@@ -721,18 +740,25 @@ class Matrix:
         out.seconds = video.updated_at - start if video.final and video.updated_at else None
         entries = c.journal(since)
         if isinstance(c, RoleColumn):
+            video, before = self.hooked(c, bomb)
+            videos[bomb.video] = video
             record = c.ledger([bomb])[bomb.task]
             result = c.results([bomb])[bomb.task]
+            given_up = record.get("finished_at") and record.get("started_at")
+            out.seconds = record["finished_at"] - record["started_at"] if given_up else None
             out.note(
-                f"MemoryError under RLIMIT_AS; ledger {record.get('state')}/{record.get('cause')}: "
-                f'"{record.get("reason")}"'
+                f"MemoryError under RLIMIT_AS, given up {secs(out.seconds)} s into its render; ledger "
+                f'{record.get("state")}/{record.get("cause")}: "{record.get("reason")}"'
             )
             out.note(
-                f'video {video.state} {secs(out.seconds)} s into its render: "{video.error}"; result '
+                f'video {video.state} by the hook: "{video.error[:90]}…"{before}; result '
                 f"backend {result['status']} {result['exc_type']}"
             )
             self.check_ledger(out, record, state="failed", cause="memory", reason="RLIMIT_AS")
-            out.expect("RLIMIT_AS" in video.error, "the video's error does not name RLIMIT_AS")
+            out.expect(
+                video.error.startswith("memory:") and "RLIMIT_AS" in video.error,
+                "the hook did not mark the video failed naming RLIMIT_AS",
+            )
             self.check_result(out, result, "FAILURE")
             reexec = first(entries, rf"re-executing in place \(task {bomb.task} ended its worker\)")
             out.expect(reexec, "no re-exec line in the journal")
@@ -802,13 +828,14 @@ class Matrix:
                 f"{reap['t'] - (timeout or reap['t']):.1f} s after the kill: "
                 f'"{reap["MESSAGE"].split(": ", 1)[-1][:160]}…"'
             )
+        video, before = self.hooked(c, hung)
+        videos[hung.video] = video
         record = c.ledger([hung])[hung.task]
         result = c.results([hung])[hung.task]
-        video = videos[hung.video]
         runs = count(entries, rf"guide render start {hung.task}")
         out.note(
             f"ledger {record.get('state')}/{record.get('cause')} after {runs} run(s); video "
-            f'{video.state}: "{video.error[:120]}…"; result backend {result["status"]} '
+            f'{video.state} by the hook: "{video.error[:120]}…"{before}; result backend {result["status"]} '
             f"{result['exc_type']}; the video behind it {videos[behind.video].state}"
         )
         self.check_ledger(
@@ -892,12 +919,13 @@ class Matrix:
         out.expect(
             pid1 == pid0 and restarts1 == restarts0, f"MainPID {pid0} -> {pid1}, NRestarts {restarts0} -> {restarts1}"
         )
+        video, before = self.hooked(c, hung)
+        videos[hung.video] = video
         record = c.ledger([hung])[hung.task]
         result = c.results([hung])[hung.task]
-        video = videos[hung.video]
         out.note(
-            f"ledger {record.get('state')}/{record.get('cause')}; video {video.state}: "
-            f'"{video.error[:110]}…"; result backend {result["status"]} {result["exc_type"]}; the '
+            f"ledger {record.get('state')}/{record.get('cause')}; video {video.state} by the hook: "
+            f'"{video.error[:110]}…"{before}; result backend {result["status"]} {result["exc_type"]}; the '
             f"one behind {videos[behind.video].state}"
         )
         self.check_ledger(
@@ -934,13 +962,14 @@ class Matrix:
                 "later (SIGABRT, then the SIGCONT systemd sends with every kill signal: faulthandler's "
                 f"traceback); ledger failed {secs(out.seconds)} s after the freeze"
             )
-            videos = c.wait([sub], 30)
+            video, before = self.hooked(c, sub, 30)
+            videos = {sub.video: video}
             record = c.ledger([sub])[sub.task]
             result = c.results([sub])[sub.task]
-            video = videos[sub.video]
             out.note(
                 f"ledger failed/{record.get('cause')} by the ExecStopPost reap; result backend "
-                f'{result["status"]} {result["exc_type"]}; video {video.state} by the hook: "{video.error[:70]}…"'
+                f"{result['status']} {result['exc_type']}; video {video.state} by the hook: "
+                f'"{video.error[:70]}…"{before}'
             )
             out.expect(timeout, "no watchdog timeout")
             self.check_ledger(
@@ -1027,14 +1056,14 @@ class Matrix:
                     (m for _, m in self.host.journal(frozen, "-u", "celery-recovery.service") if sub.task in m),
                     "",
                 )
-                videos = c.wait([sub], 20)
+                video, before = self.hooked(c, sub)
+                videos = {sub.video: video}
                 record = c.ledger([sub])[sub.task]
                 result = c.results([sub])[sub.task]
-                video = videos[sub.video]
                 out.note(
                     f'given up {secs(out.seconds)} s after the freeze by celery-recovery.service: "{line[:150]}…"; '
                     f"result backend {result['status']} {result['exc_type']}; video {video.state} by the hook "
-                    f'(run by the unit\'s worker): "{video.error[:40]}…"'
+                    f'(run by the unit\'s worker): "{video.error[:40]}…"{before}'
                 )
                 out.expect(failed and line, "the runtime's recovery did not give the frozen task up")
                 self.check_ledger(out, record, state="failed", cause="stuck", reason="stuck: no heartbeat")
@@ -1121,12 +1150,15 @@ class Matrix:
         origin = since if c.role else crash
         out.seconds = video.updated_at - origin if video.final and video.updated_at and origin else None
         if isinstance(c, RoleColumn):
+            video, before = self.hooked(c, poison)
+            videos[poison.video] = video
+            out.seconds = video.updated_at - since if video.final and video.updated_at else None
             record = c.ledger([poison])[poison.task]
             result = c.results([poison])[poison.task]
             out.note(
                 f"{crashes} crashes; ledger {record.get('state')}/{record.get('cause')}, crashes "
                 f'{record.get("crashes")}: "{(record.get("reason") or "")[:70]}…"; video failed by the '
-                f'hook {secs(out.seconds)} s after submit ("{video.error[:40]}…"); result backend '
+                f'hook {secs(out.seconds)} s after submit ("{video.error[:40]}…"){before}; result backend '
                 f"{result['status']} {result['exc_type']}; {behind}/2 behind it done"
             )
             out.expect(crashes == 2, f"{crashes} crashes, not K=2")
