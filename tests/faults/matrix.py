@@ -72,30 +72,6 @@ def log(message: str) -> None:
             _log_file.flush()
 
 
-def journal_records(host: Host, since: float, *selectors: str) -> list[dict]:
-    """The journal entries since ``since`` with their fields (MESSAGE, _PID, _COMM...).
-
-    Local helper: hosts.Host.journal keeps only (time, message), and row 5 must tell the
-    ExecStopPost reap's lines from the worker's own start-up reap.
-    """
-    sel = " ".join(shlex.quote(s) for s in selectors)
-    text = host.sh(f"journalctl --no-pager -o json --since @{int(since) - 1} {sel}", timeout=60).stdout
-    records = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        message = entry.get("MESSAGE", "")
-        if isinstance(message, list):
-            message = bytes(message).decode(errors="replace")
-        entry["MESSAGE"] = str(message or "")
-        entry["t"] = int(entry.get("__REALTIME_TIMESTAMP", "0")) / 1e6
-        if entry["t"] >= since:
-            records.append(entry)
-    return records
-
-
 def secs(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f}"
 
@@ -563,7 +539,7 @@ class Matrix:
         out.note("real SIGSEGV (status=11/SEGV)")
         if isinstance(c, RoleColumn):
             videos = c.wait([sub], 40)
-            records = journal_records(self.host, since, "-u", c.unit)
+            records = self.host.journal_records(since, "-u", c.unit)
             entries = [(r["t"], r["MESSAGE"]) for r in records]
             traceback = first(entries, r"Fatal Python error: Segmentation fault")
             restart = first(entries, r"Scheduled restart job", crash)
@@ -793,7 +769,7 @@ class Matrix:
         hung, behind = subs
         videos = c.wait(subs, 45)
         start = c.render_start(hung.task, since, 5) or since
-        records = journal_records(self.host, since, "-u", c.unit)
+        records = self.host.journal_records(since, "-u", c.unit)
         entries = [(r["t"], r["MESSAGE"]) for r in records]
         timeout = first(entries, r"Watchdog timeout")
         result_line = first(entries, r"Failed with result 'watchdog'")

@@ -61,23 +61,29 @@ class Host:
     def prop(self, unit: str, name: str) -> str:
         return self.show(unit, name).get(name, "")
 
-    def journal(self, since: float, *selectors: str) -> list[tuple[float, str]]:
-        """(realtime, message) of the journal entries matching any selector, since ``since``."""
+    def journal_records(self, since: float, *selectors: str) -> list[dict[str, Any]]:
+        """The journal entries matching any selector since ``since``, with all their fields
+        (MESSAGE, _PID, _COMM...) and ``t``, their time in seconds."""
         sel = " ".join(shlex.quote(s) for s in selectors)
         text = self.sh(f"journalctl --no-pager -o json --since @{int(since) - 1} {sel}", timeout=60).stdout
-        entries = []
+        records = []
         for line in text.splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            stamp = int(entry.get("__REALTIME_TIMESTAMP", "0")) / 1e6
             message = entry.get("MESSAGE", "")
             if isinstance(message, list):  # non-UTF-8 bytes
                 message = bytes(message).decode(errors="replace")
-            if stamp >= since and message is not None:
-                entries.append((stamp, str(message)))
-        return entries
+            entry["MESSAGE"] = str(message or "")
+            entry["t"] = int(entry.get("__REALTIME_TIMESTAMP", "0")) / 1e6
+            if entry["t"] >= since:
+                records.append(entry)
+        return records
+
+    def journal(self, since: float, *selectors: str) -> list[tuple[float, str]]:
+        """(time, message) of the journal entries matching any selector, since ``since``."""
+        return [(entry["t"], entry["MESSAGE"]) for entry in self.journal_records(since, *selectors)]
 
     def wait_booted(self, timeout: float = 120) -> None:
         """Wait for systemd in the container to finish booting (after a restart)."""
@@ -156,7 +162,10 @@ class PlaybookRun:
                 for host, result in task.get("hosts", {}).items():
                     if result.get("failed") and not run.task:
                         run.task, run.host = task["task"]["name"], host
-                        run.message = " ".join(str(result.get("msg", "")).split())
+                        # A loop's own msg is only "One or more items failed": take the item's.
+                        failed_items = [item for item in result.get("results", []) if item.get("failed")]
+                        msg = failed_items[0].get("msg", "") if failed_items else result.get("msg", "")
+                        run.message = " ".join(str(msg).split())
         run.changed = {host: int(stats.get("changed", 0)) for host, stats in report.get("stats", {}).items()}
         return run
 
