@@ -122,3 +122,29 @@ def test_a_redelivered_copy_of_a_finished_task_is_acked_and_ignored(
     assert ledger.get(task_id).attempts == 1  # type: ignore[union-attr]
     wait_for(lambda: ledger.client.hlen("unacked") == 0, 10, "the copy acked")
     assert json.loads(copy)[0]["properties"]["delivery_tag"] == record.tags[-1]
+
+
+def test_each_worker_of_a_host_reaps_only_its_own_tasks(harness: Harness, ledger: Ledger) -> None:
+    """celery-worker@1 and @2 on one host: @2's crash is @2's ExecStopPost's to resolve."""
+    harness.ready_worker(CELERY_STABLE_INSTANCE="1", CELERY_STABLE_HEARTBEAT_INTERVAL_SEC="2")
+    second = harness.ready_worker(
+        CELERY_STABLE_INSTANCE="2", CELERY_STABLE_HEARTBEAT_INTERVAL_SEC="2"
+    )
+    task_id = harness.send("proj.crash_always", "v2")
+    record = wait_record(ledger, task_id, ("running",), 30)
+    crasher = next(w for w in harness.workers if w.pid == record.pid)
+    assert crasher.wait_exit(30) == -signal.SIGSEGV
+    instance = "2" if crasher is second else "1"
+    other = "1" if instance == "2" else "2"
+    env = {
+        "CELERY_STABLE_HEARTBEAT_INTERVAL_SEC": "2",
+        "EXIT_CODE": "dumped",
+        "EXIT_STATUS": "SEGV",
+    }
+    assert (
+        "nothing to reap"
+        in harness.cli("reap", env=harness.env(CELERY_STABLE_INSTANCE=other, **env)).stdout
+    )
+    mine = harness.cli("reap", env=harness.env(CELERY_STABLE_INSTANCE=instance, **env))
+    assert f"{task_id} (proj.crash_always): requeued (crash 1/2: signal SEGV)" in mine.stdout
+    assert record.instance == instance

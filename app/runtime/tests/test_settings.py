@@ -39,7 +39,7 @@ def test_defaults_are_the_guides() -> None:
 
 def test_every_variable_of_the_table_has_a_role_variable_but_the_derived_one() -> None:
     derived = [v.env for v in VARIABLES if v.role_var is None]
-    assert derived == ["CELERY_STABLE_APP_PATH", "CELERY_STABLE_ENV_FILE"]
+    assert derived == ["CELERY_STABLE_APP_PATH", "CELERY_STABLE_ENV_FILE", "CELERY_STABLE_INSTANCE"]
     for variable in VARIABLES:
         if variable.role_var:
             assert variable.role_var.startswith("celery_stable_"), variable

@@ -16,12 +16,21 @@ from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 from redis import exceptions as redis_errors
 
+from . import instances
 from .attach import load_app
 from .ledger import STATES, Ledger, TaskRecord, redis_client
 from .reaper import DeathCause, reap
 from .recovery import recover
 from .resolution import Context, send_again
-from .settings import DEFAULT_ENV_FILE, ConfigError, Settings, check_file, effective_env
+from .sdnotify import Notifier
+from .settings import (
+    DEFAULT_ENV_FILE,
+    ConfigError,
+    Settings,
+    SystemdEnv,
+    check_file,
+    effective_env,
+)
 
 log = logging.getLogger("celery_stable.cli")
 
@@ -164,7 +173,7 @@ def cmd_recover(session: Session, args: argparse.Namespace) -> int:
 def cmd_reap(session: Session, _args: argparse.Namespace) -> int:
     cause = DeathCause.from_systemd(session.settings.systemd)
     host = socket.gethostname()
-    changes = reap(session.context(), cause, host=host)
+    changes = reap(session.context(), cause, host=host, instance=session.settings.instance)
     for change in changes:
         print(change)
     if not changes:
@@ -251,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-app", parents=[common], help="load the app as a worker would (settings, import)"
     )
+    watch = sub.add_parser(
+        "instances",
+        parents=[common],
+        help="celery-worker.service: every celery-worker@N of this host in one STATUS line",
+    )
+    watch.add_argument("names", nargs="+", metavar="N", help="the instances (celery-worker@N)")
     return parser
 
 
@@ -260,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     env_file: Path = getattr(args, "env_file", DEFAULT_ENV_FILE)
     if args.command == "check-config":
         return cmd_check_config(env_file)
+    if args.command == "instances":
+        # celery-worker.service's ExecStart: the host's workers as one unit (no broker needed).
+        logging.getLogger().setLevel(logging.INFO)
+        instances.watch(args.names, Notifier(SystemdEnv.from_env(os.environ).notify_socket))
+        return EXIT_OK
     try:
         env = effective_env(os.environ, env_file)
         settings = Settings.from_env(env, str(env_file))

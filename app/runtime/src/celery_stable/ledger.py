@@ -137,6 +137,7 @@ class TaskRecord:
     cause: str
     reason: str
     host: str
+    instance: str
     pid: int | None
     pid_started_at: float | None
     time_limit: float
@@ -165,6 +166,7 @@ class TaskRecord:
             cause=raw.get("cause", ""),
             reason=raw.get("reason", ""),
             host=raw.get("host", ""),
+            instance=raw.get("instance", ""),
             pid=int(pid) if pid else None,
             pid_started_at=number("pid_started_at"),
             time_limit=float(raw.get("time_limit") or 0),

@@ -128,18 +128,33 @@ def _failed(
 
 
 def reap(
-    ctx: Context, cause: DeathCause, *, host: str, at_startup: bool = False
+    ctx: Context, cause: DeathCause, *, host: str, instance: str = "", at_startup: bool = False
 ) -> list[Resolution]:
-    """Resolve every running task of ``host`` whose worker process is gone."""
+    """Resolve every running task of this worker (``host``, ``instance``) whose process is gone.
+
+    A host may run several workers (celery-worker@1, @2...): each one's ExecStopPost knows why
+    that one died, so a task of another instance is left to it, unless it has had its chance
+    (no heartbeat for three intervals: its hook could not reach Redis, or the instance is gone).
+    """
     resolutions = []
+    patience = 3 * ctx.settings.heartbeat_interval_sec
+    now = ctx.ledger.now()
     for task_id in ctx.ledger.ids_in("running"):
         record = ctx.ledger.get(task_id)
         owner = record.owner if record else None
         if record is None or record.state != "running" or owner is None or owner.host != host:
             continue
-        if not owner_gone(owner, self_is_gone=at_startup):
+        if not owner_gone(owner, self_is_gone=at_startup and record.instance == instance):
             continue
-        resolution = resolve(ctx, record, cause)
+        why = cause
+        if record.instance != instance:
+            if now - (record.heartbeat_at or record.started_at or now) < patience:
+                continue
+            why = DeathCause(
+                "crash",
+                f"worker {record.instance or '?'} died; cause unknown, found by {instance or '?'}",
+            )
+        resolution = resolve(ctx, record, why)
         if resolution:
             log.warning("reaped task %s", resolution)
             resolutions.append(resolution)

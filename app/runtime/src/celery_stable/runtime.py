@@ -220,7 +220,13 @@ class Runtime:
         )
         while True:
             try:
-                reap(self.context(ledger), cause, host=self.owner.host, at_startup=True)
+                reap(
+                    self.context(ledger),
+                    cause,
+                    host=self.owner.host,
+                    instance=self.settings.instance,
+                    at_startup=True,
+                )
                 return
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 # The monitor keeps extending the start timeout meanwhile.
@@ -372,6 +378,7 @@ class Runtime:
         fields: dict[str, object] = {
             "state": "running",
             "host": self.owner.host,
+            "instance": self.settings.instance,
             "pid": self.owner.pid,
             "pid_started_at": repr(self.owner.pid_started_at),
             "started_at": NOW,

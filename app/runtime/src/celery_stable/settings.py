@@ -108,6 +108,8 @@ class Variable:
     parse: Parse
     meaning: str
     secret: bool = False
+    # Written to the environment file; False: the unit sets it (Environment=, per instance).
+    in_env_file: bool = True
 
 
 # The table. Defaults are the guide's values; roles/celery_stable/defaults/main.yml carries the
@@ -126,6 +128,9 @@ VARIABLES: tuple[Variable, ...] = (
              "a directory put first on sys.path to import an app shipped as plain files"),
     Variable("CELERY_STABLE_ENV_FILE", "env_file", None, "", _abs_path,
              "this file's own path: a reload or recycle re-executes on its current content"),
+    Variable("CELERY_STABLE_INSTANCE", "instance", None, "", _optional,
+             "which worker of the host this is (the unit's instance, celery-worker@N)",
+             in_env_file=False),
     Variable("CELERY_STABLE_GIVEUP_TASK", "giveup_task", "celery_stable_giveup_task", "",
              _task_name, "a task of the app sent when the runtime gives a task up; empty: none"),
     Variable("CELERY_STABLE_MAX_TASKS_PER_CHILD", "max_tasks_per_child",
@@ -195,6 +200,7 @@ class Settings:
     app_module: str | None
     app_path: str
     env_file: str
+    instance: str
     giveup_task: str
     max_tasks_per_child: int
     max_memory_per_child_kb: int
