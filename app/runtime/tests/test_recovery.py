@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import signal
+import socket
 import time
 
 from runtime_harness import Harness, RedisServer, WorkerProcess, wait_record
 
 from celery_stable.ledger import Ledger
-from celery_stable.testing import wait_for
+from celery_stable.testing import on_another_host, wait_for
 
 
 def test_recovery_gives_up_a_task_whose_worker_stopped_beating(
@@ -148,3 +149,24 @@ def test_a_redis_that_stops_answering_does_not_stop_the_watchdog(
     record = wait_record(ledger, task_id, ("done",), 60)
     assert record.attempts == 1
     assert worker.running()
+
+
+def test_a_lost_hosts_task_is_put_back_by_another_host_as_a_crash(
+    harness: Harness, ledger: Ledger
+) -> None:
+    """A power cut: no ExecStopPost, no start-up reap will ever run there. A live host's worker
+    sees the lost host's sign of life age and puts its task back, a crash toward K."""
+    lost = harness.ready_worker(launcher=on_another_host("lost-host"))
+    task_id = harness.send("proj.sleep", 6)
+    record = wait_record(ledger, task_id, ("running",), 30)
+    assert record.host == "lost-host"
+    survivor = harness.ready_worker()
+    lost.kill()
+    killed = time.monotonic()
+    done = wait_record(ledger, task_id, ("done",), 60)
+    assert (done.attempts, done.crashes, done.host) == (2, 1, socket.gethostname())
+    assert time.monotonic() - killed < 30
+    assert (
+        f"task of a lost host: {task_id} (proj.sleep): requeued (crash 1/2: host lost-host lost: "
+        "no sign of life for " in survivor.output()
+    )

@@ -162,7 +162,7 @@ def cmd_retry(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_recover(session: Session, args: argparse.Namespace) -> int:
     stuck_after = args.stuck_after or session.settings.stuck_after_sec
-    changes = recover(session.context(), stuck_after)
+    changes = recover(session.context(), stuck_after, my_host=socket.gethostname())
     for change in changes:
         print(change)
     if not changes:
@@ -199,6 +199,30 @@ def cmd_check_app(session: Session, _args: argparse.Namespace) -> int:
         return EXIT_BAD
     names = sorted(name for name in app.tasks if not name.startswith("celery."))
     print(f"{session.settings.app_module}: ok, {len(names)} task(s): {' '.join(names)}")
+    return EXIT_OK
+
+
+def cmd_instances(env_file: Path, names: list[str]) -> int:
+    """celery-worker.service's ExecStart: the host's workers as one unit, and the host's sign
+    of life in the ledger (a worker that hangs does not make its host look lost)."""
+    logging.getLogger().setLevel(logging.INFO)
+    beacon = None
+    try:
+        settings = Settings.from_env(effective_env(os.environ, env_file), str(env_file))
+        ledger = Ledger(
+            redis_client(settings.broker_url, retry_seconds=0), keep=settings.ledger_keep
+        )
+        host = socket.gethostname()
+
+        def beacon() -> None:
+            try:
+                ledger.host_beacon(host)
+            except redis_errors.RedisError as exc:
+                log.warning("no sign of life written (Redis unreachable): %s", exc)
+
+    except ConfigError as exc:
+        log.warning("%s; the host's sign of life is left to its workers", exc)
+    instances.watch(names, Notifier(SystemdEnv.from_env(os.environ).notify_socket), beacon=beacon)
     return EXIT_OK
 
 
@@ -276,10 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return cmd_check_config(env_file)
     if args.command == "instances":
-        # celery-worker.service's ExecStart: the host's workers as one unit (no broker needed).
-        logging.getLogger().setLevel(logging.INFO)
-        instances.watch(args.names, Notifier(SystemdEnv.from_env(os.environ).notify_socket))
-        return EXIT_OK
+        return cmd_instances(env_file, args.names)
     try:
         env = effective_env(os.environ, env_file)
         settings = Settings.from_env(env, str(env_file))

@@ -108,13 +108,17 @@ def watch(
     show: Show = systemctl_show,
     rounds: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    beacon: Callable[[], None] | None = None,
 ) -> None:
     """Publish the instances' states as STATUS, their changes to the journal; READY after the
-    first reading. ``rounds`` bounds the loop (tests); None runs until stopped."""
+    first reading; ``beacon`` (the host's sign of life) every round. ``rounds`` bounds the loop
+    (tests); None runs until stopped."""
     last: dict[str, Instance] = {}
     status = ""
     done = 0
     while rounds is None or done < rounds:
+        if beacon is not None:
+            beacon()
         try:
             instances = read(names, show)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:

@@ -312,6 +312,22 @@ class Ledger:
             incr={"attempts": 1},
         )
 
+    # --- hosts: a sign of life per host, on the Redis clock -------------------------------------
+
+    @property
+    def _hosts(self) -> str:
+        return f"{self.prefix}hosts"
+
+    def host_beacon(self, host: str) -> None:
+        """This host is alive (its workers' reporters and its group unit say so, often)."""
+        self.client.hset(self._hosts, host, f"{self.now():.6f}")
+
+    def host_silence(self, host: str) -> float | None:
+        """Seconds since ``host`` last gave a sign of life; None if it never gave one (a host
+        with no beacon is never judged lost: only the heartbeat rule applies to it)."""
+        last = self.client.hget(self._hosts, host)
+        return None if last is None else self.now() - float(cast("str", last))
+
     def heartbeat(self, task_id: str, attempt: int, progress: str | None = None) -> Outcome:
         fields: dict[str, object] = {"heartbeat_at": NOW}
         if progress is not None:

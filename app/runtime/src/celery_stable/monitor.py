@@ -166,8 +166,12 @@ class Reporter(threading.Thread):
         heartbeat_interval_sec: float,
         stats_interval_sec: float,
         metrics_file: Path | None,
+        every_beat: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="celery-stable-reporter", daemon=True)
+        # Run every heartbeat interval, task or not: the host's sign of life, the lost hosts.
+        self.every_beat = every_beat
+        self._next_beat = 0.0
         self.tracker = tracker
         self.ledger = ledger
         self.heartbeat_every = heartbeat_interval_sec
@@ -203,6 +207,9 @@ class Reporter(threading.Thread):
         task = self.tracker.current
         if task is not None and now <= task.deadline + ENFORCE_SLACK_SEC:
             self._heartbeat_if_alive(task, now)
+        if self.every_beat is not None and now >= self._next_beat:
+            self._next_beat = now + self.heartbeat_every
+            self.every_beat()
         if now >= self._next_stats:
             self._next_stats = now + self.stats_every
             self.report_stats()

@@ -1,5 +1,7 @@
 """Recovery (the guide's 3-minute job): stuck tasks are given up, and nothing is left half done.
 
+- A *running* task of a host that gave no sign of life for a while is put back, as a crash
+  (``peers``); this host's workers do the same every heartbeat.
 - A *running* task whose heartbeat is older than ``stuck_after`` is given up as stuck, for a
   manual retry (the guide's "marked failed"). The worker writes the heartbeat while the task is
   within its limit, and, for a task that reports progress, only while it progresses.
@@ -13,6 +15,7 @@ Every age is measured on the Redis server's clock, the one the heartbeats were w
 
 from __future__ import annotations
 
+from . import peers
 from .broker import holds, restore
 from .reaper import Resolution
 from .resolution import RESENDABLE, Context, give_up, notify, retry_hint
@@ -21,9 +24,11 @@ from .resolution import RESENDABLE, Context, give_up, notify, retry_hint
 NOTIFY_GRACE_SEC = 10.0
 
 
-def recover(ctx: Context, stuck_after_sec: float) -> list[Resolution]:
+def recover(ctx: Context, stuck_after_sec: float, *, my_host: str = "") -> list[Resolution]:
     now = ctx.ledger.now()
-    changes = _give_up_stuck(ctx, stuck_after_sec, now)
+    # First the tasks of lost hosts (put back as crashes), then what is stuck on live ones.
+    changes = peers.reap_lost_hosts(ctx, my_host=my_host)
+    changes += _give_up_stuck(ctx, stuck_after_sec, now)
     changes += _notify_pending(ctx, now)
     changes += _resend_lost(ctx, stuck_after_sec, now)
     return changes

@@ -31,7 +31,7 @@ from celery.worker import state as worker_state
 from kombu.utils.url import maybe_sanitize_url
 from redis import exceptions as redis_errors
 
-from . import broker, recycle, reload
+from . import broker, peers, recycle, reload
 from .ledger import NOW, Ledger, Owner, TaskRecord, merge_tags, redis_client
 from .monitor import ENFORCE_SLACK_SEC, CurrentTask, Monitor, Reporter, TaskTracker
 from .native_init import STDERR_FD, init_worker_process
@@ -188,11 +188,20 @@ class Runtime:
             heartbeat_interval_sec=self.settings.heartbeat_interval_sec,
             stats_interval_sec=self.settings.stats_interval_sec,
             metrics_file=self.settings.metrics_file,
+            every_beat=lambda: self._every_beat(reporter_ledger),
         )
         self.monitor.start()
         self.reporter.start()
         self._reap_before_consuming()
         worker.process_task = self._wrap(worker.process_task)
+
+    def _every_beat(self, ledger: Ledger) -> None:
+        """Reporter thread, every heartbeat interval: this host is alive; the tasks of hosts
+        that are not are put back (``peers``)."""
+        assert self.owner is not None
+        ledger.host_beacon(self.owner.host)
+        if self.tracker.ready:
+            peers.reap_lost_hosts(self.context(ledger), my_host=self.owner.host)
 
     def _widen_visibility_timeout(self) -> None:
         """Redis must never hand a running task to a second worker: the visibility timeout

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,16 +152,23 @@ class NotifyListener:
 class WorkerProcess:
     """One worker process, its output in a file (the journal)."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], log: Path, launcher: Sequence[str] = ()
+    ) -> None:
         self.args = args
         self.env = dict(env)
         self.log = log
+        # What runs the interpreter (e.g. `unshare --uts` for a worker on another "host").
+        self.launcher = list(launcher)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [*self.launcher, sys.executable, *self.args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         return self
 
@@ -234,15 +241,17 @@ class WorkerHarness:
     def worker(self, **overrides: str) -> WorkerProcess:
         return self.start_worker(worker_args(self.queue), self.env(**overrides))
 
-    def start_worker(self, args: list[str], env: Mapping[str, str]) -> WorkerProcess:
+    def start_worker(
+        self, args: list[str], env: Mapping[str, str], launcher: Sequence[str] = ()
+    ) -> WorkerProcess:
         log = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(args, env, log).start()
+        worker = WorkerProcess(args, env, log, launcher).start()
         self.workers.append(worker)
         return worker
 
-    def ready_worker(self, **overrides: str) -> WorkerProcess:
+    def ready_worker(self, *, launcher: Sequence[str] = (), **overrides: str) -> WorkerProcess:
         before = self.notify.count("READY=1")
-        worker = self.worker(**overrides)
+        worker = self.start_worker(worker_args(self.queue), self.env(**overrides), launcher)
         wait_for(lambda: self.notify.count("READY=1") > before or worker.exited(), 30, "READY=1")
         # Once READY, a worker may already be crashing on its first task: that's the test's.
         assert self.notify.count("READY=1") > before, worker.output()
@@ -267,3 +276,9 @@ class WorkerHarness:
     def close(self) -> None:
         for worker in self.workers:
             worker.kill()
+
+
+def on_another_host(hostname: str) -> list[str]:
+    """A launcher that runs a worker under a hostname of its own (a UTS namespace: root only),
+    so that one machine can play a second host of the fleet."""
+    return ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', hostname]
