@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from celery_stable.instances import read, summary, watch
+from celery_stable.instances import read, summary, wanted_by_group, watch
 from celery_stable.sdnotify import Notifier
 from celery_stable.testing import NotifyListener, wait_for
 
@@ -71,3 +71,18 @@ def test_ready_after_the_first_reading_then_each_change(caplog) -> None:
     assert listener.count("READY=1") == 1
     assert listener.lines("STATUS=")[1].startswith("STATUS=1/2 workers running")
     assert "celery-worker@2.service: active/running -> activating/auto-restart" in caplog.text
+
+
+def test_the_instances_are_those_the_group_unit_wants_now() -> None:
+    # `systemctl show --property=Wants --value celery-worker.service` after a deploy to 3 (the
+    # order is systemd's: a set).
+    asked: list[list[str]] = []
+
+    def run(args: list[str]) -> str:
+        asked.append(args)
+        return "celery-worker@10.service celery-worker@2.service celery-worker@1.service\n"
+
+    assert wanted_by_group(run) == ["1", "2", "10"]
+    assert asked == [["show", "--property=Wants", "--value", "celery-worker.service"]]
+    assert wanted_by_group(lambda _args: "\n") == []
+    assert read([], lambda _units: RUNNING) == []

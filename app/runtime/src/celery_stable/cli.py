@@ -222,7 +222,11 @@ def cmd_instances(env_file: Path, names: list[str]) -> int:
 
     except ConfigError as exc:
         log.warning("%s; the host's sign of life is left to its workers", exc)
-    instances.watch(names, Notifier(SystemdEnv.from_env(os.environ).notify_socket), beacon=beacon)
+    instances.watch(
+        names or instances.wanted_by_group,
+        Notifier(SystemdEnv.from_env(os.environ).notify_socket),
+        beacon=beacon,
+    )
     return EXIT_OK
 
 
@@ -289,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="celery-worker.service: every celery-worker@N of this host in one STATUS line",
     )
-    watch.add_argument("names", nargs="+", metavar="N", help="the instances (celery-worker@N)")
+    watch.add_argument(
+        "names",
+        nargs="*",
+        metavar="N",
+        help="the instances (celery-worker@N); none: those celery-worker.service wants, each round",
+    )
     return parser
 
 

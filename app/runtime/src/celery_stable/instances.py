@@ -10,6 +10,7 @@ STATUS line with all of them, and writes each change of an instance to its journ
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from .sdnotify import Notifier
 log = logging.getLogger(__name__)
 
 UNIT = "celery-worker@{}.service"
+GROUP = "celery-worker.service"
+_INSTANCE = re.compile(r"^celery-worker@(.+)[.]service$")
 PROPERTIES = ("Id", "ActiveState", "SubState", "StatusText", "MainPID", "NRestarts", "Result")
 POLL_SEC = 2.0
 
@@ -74,8 +77,30 @@ def systemctl_show(units: Sequence[str]) -> str:
     ).stdout
 
 
+def wanted_by_group(run: Callable[[list[str]], str] | None = None) -> list[str]:
+    """The instances celery-worker.service wants now (its Wants=, which the role writes): read
+    every round, so that a deploy that changes their number needs only a daemon-reload here."""
+    text = (run or _systemctl)(["show", "--property=Wants", "--value", GROUP])
+    names = [m.group(1) for unit in text.split() if (m := _INSTANCE.match(unit))]
+    return sorted(
+        names, key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name)
+    )
+
+
+def _systemctl(args: list[str]) -> str:
+    return subprocess.run(
+        ["systemctl", *args],  # noqa: S607
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
 def read(names: Sequence[str], show: Show = systemctl_show) -> list[Instance]:
     """Every instance's state, from one ``systemctl show`` of them all (blocks in order)."""
+    if not names:
+        return []
     text = show([UNIT.format(name) for name in names])
     blocks = [block for block in text.strip().split("\n\n") if block.strip()]
     instances = []
@@ -102,7 +127,7 @@ def summary(instances: Sequence[Instance]) -> str:
 
 
 def watch(
-    names: Sequence[str],
+    names: Sequence[str] | Callable[[], Sequence[str]],
     notifier: Notifier,
     *,
     show: Show = systemctl_show,
@@ -111,8 +136,9 @@ def watch(
     beacon: Callable[[], None] | None = None,
 ) -> None:
     """Publish the instances' states as STATUS, their changes to the journal; READY after the
-    first reading; ``beacon`` (the host's sign of life) every round. ``rounds`` bounds the loop
-    (tests); None runs until stopped."""
+    first reading; ``beacon`` (the host's sign of life) every round. ``names``: the instances,
+    or what returns them each round. ``rounds`` bounds the loop (tests); None runs until
+    stopped."""
     last: dict[str, Instance] = {}
     status = ""
     done = 0
@@ -120,7 +146,7 @@ def watch(
         if beacon is not None:
             beacon()
         try:
-            instances = read(names, show)
+            instances = read(names() if callable(names) else names, show)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             log.warning("could not read the workers' states: %s", exc)
             instances = []
