@@ -152,6 +152,29 @@ def test_a_stop_during_a_due_recycle_stops_instead_of_re_executing(
     assert harness.notify.count("STOPPING=1") == 1
 
 
+def test_a_stop_in_the_re_exec_window_stops_the_worker_and_the_new_image_takes_no_work(
+    harness: Harness, ledger: Ledger
+) -> None:
+    # The window: the recycle is due, the worker has stopped consuming and checked that no stop
+    # was asked, and is about to execve. The test hook holds it there, stop signals blocked.
+    worker = harness.ready_worker(
+        CELERY_STABLE_MAX_TASKS_PER_CHILD="1", CELERY_STABLE_TEST_REEXEC_PAUSE_SEC="3"
+    )
+    first = harness.send("proj.add", 1, 1)
+    wait_record(ledger, first, ("done",), 30)
+    wait_for(lambda: "in the re-exec window" in worker.output(), 30, "the re-exec window")
+    waiting = harness.send("proj.add", 2, 2)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit(30) == 0
+    output = worker.output()
+    assert "a stop came before the re-exec (recycle: 1 tasks done): stopping instead" in output
+    # No new image: it never said READY again, and the next task is still on the queue.
+    assert harness.notify.count("READY=1") == 1
+    assert harness.notify.count("STOPPING=1") == 1
+    assert ledger.get(waiting) is None
+    assert ledger.client.llen("proj") == 1
+
+
 def test_a_task_that_exits_is_failed_and_the_worker_lives_on(
     harness: Harness, ledger: Ledger
 ) -> None:

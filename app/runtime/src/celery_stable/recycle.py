@@ -11,11 +11,39 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from typing import NoReturn
 
 log = logging.getLogger(__name__)
+
+# What systemd and operators stop a worker with. From the last look at "was a stop asked?" to
+# the new image's first one, they are blocked: one that comes in between stays pending across
+# execve (the mask and pending signals survive it) instead of being lost to the new image.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+def hold_stop_signals() -> set[signal.Signals]:
+    """Block the stop signals in this thread; those already pending (asked, not yet acted on)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    return set(signal.sigpending()) & STOP_SIGNALS
+
+
+def act_on_held_stop() -> None:
+    """In a new image, before any work: a stop that came during the re-exec ends it here (exit
+    0, as a warm stop would, with nothing taken); otherwise the stop signals are unblocked (its
+    children, an ffmpeg..., must get them too)."""
+    pending = set(signal.sigpending()) & STOP_SIGNALS
+    if pending:
+        names = ", ".join(sorted(sig.name for sig in pending))
+        log.warning("%s came during the re-exec: stopping before taking any work", names)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if sys.__stderr__ is not None:
+            sys.__stderr__.flush()
+        os._exit(0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def recycle_reason(tasks_done: int, max_tasks: int, rss_kb: int, max_rss_kb: int) -> str | None:

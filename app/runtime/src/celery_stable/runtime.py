@@ -273,6 +273,19 @@ class Runtime:
         self.notifier.send("STOPPING=1", "STATUS=stopping")
 
     def _reexec(self, reason: str) -> None:
+        # The re-exec window: a stop asked from here on is held (pending) until the new image
+        # looks at it first thing (recycle.act_on_held_stop), and one asked before is obeyed.
+        held = recycle.hold_stop_signals()
+        if self.settings.test_reexec_pause_sec:
+            log.warning("test hook: %d s in the re-exec window", self.settings.test_reexec_pause_sec)
+            time.sleep(self.settings.test_reexec_pause_sec)
+            held |= set(signal.sigpending()) & recycle.STOP_SIGNALS
+        if self.stop_requested or held:
+            log.warning("a stop came before the re-exec (%s): stopping instead", reason)
+            self.notifier.send("STOPPING=1", "STATUS=stopping")
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(0)
         watchdog_usec = self.settings.systemd.watchdog_usec
         if watchdog_usec:
             widened = max(watchdog_usec, REEXEC_WATCHDOG_SEC * 1_000_000)
@@ -560,6 +573,8 @@ def protect(app: Celery, settings: Settings | None = None) -> Runtime:
 
     celery_stable.protect(app)
     """
+    # First thing in a re-executed image: a stop that came during the re-exec is obeyed now.
+    recycle.act_on_held_stop()
     existing: Runtime | None = getattr(app, "_celery_stable", None)
     if existing is not None:
         return existing

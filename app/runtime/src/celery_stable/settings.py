@@ -131,6 +131,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CELERY_STABLE_INSTANCE", "instance", None, "", _optional,
              "which worker of the host this is (the unit's instance, celery-worker@N)",
              in_env_file=False),
+    Variable("CELERY_STABLE_TEST_REEXEC_PAUSE_SEC", "test_reexec_pause_sec", None, "0",
+             _int(0, 60, "seconds"),
+             "test only: the worker waits this long in its re-exec window (stop signals "
+             "blocked, after the stop check), so that a test can send SIGTERM there",
+             in_env_file=False),
     Variable("CELERY_STABLE_GIVEUP_TASK", "giveup_task", "celery_stable_giveup_task", "",
              _task_name, "a task of the app sent when the runtime gives a task up; empty: none"),
     Variable("CELERY_STABLE_MAX_TASKS_PER_CHILD", "max_tasks_per_child",
@@ -201,6 +206,7 @@ class Settings:
     app_path: str
     env_file: str
     instance: str
+    test_reexec_pause_sec: int
     giveup_task: str
     max_tasks_per_child: int
     max_memory_per_child_kb: int
