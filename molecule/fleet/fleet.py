@@ -184,7 +184,7 @@ class Fleet:
         """Until every worker's STATUS (sd_notify) says idle: consuming, not recycling."""
 
         def statuses() -> dict[str, str] | None:
-            status = {str(w): w.prop("celery-worker.service", "StatusText") for w in self.workers}
+            status = {str(w): w.prop("celery-worker@1.service", "StatusText") for w in self.workers}
             return status if all(s.startswith("idle") for s in status.values()) else None
 
         status = poll(statuses, timeout, interval=1)

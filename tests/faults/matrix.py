@@ -46,7 +46,7 @@ from hosts import Host, HostError, count, first, poll, refused_run  # noqa: E402
 
 TASK = "core.tasks.generate_video"
 APP = "core (tests/faults/guide_app)"
-ROLE_UNIT = "celery-worker.service"
+ROLE_UNIT = "celery-worker@1.service"
 GUIDE_UNIT = "guide-worker.service"
 GUIDE_BEAT = "guide-beat.service"
 ROLE_ENV = "/etc/celery-stable/celery-stable.env"
@@ -54,7 +54,7 @@ GUIDE_ENV = "/etc/guide-app/guide.env"
 CTL = "/opt/guide-ctl/guide_ctl.py"
 # Row 5x: the role's unit without its ExecStopPost (a drop-in clearing it), to prove row 5's
 # check fails without it.
-NO_REAP_DROP_IN = "/etc/systemd/system/celery-worker.service.d/zz-matrix-no-reap.conf"
+NO_REAP_DROP_IN = "/etc/systemd/system/celery-worker@1.service.d/zz-matrix-no-reap.conf"
 # The guide's copy of a fault goes in this much later, so that two Python start-ups do not
 # compete for the host's 2 cores during a measured restart.
 GUIDE_STAGGER_SEC = 2.0
@@ -570,7 +570,8 @@ class Matrix:
                 record.get("attempts") == 2 and record.get("crashes") == 1, "not done on attempt 2 after 1 crash"
             )
         else:
-            restart = first(c.journal(since), r"Scheduled restart job", crash)
+            # The journal may not hold systemd's line yet when the crash line is read.
+            restart = poll(lambda: first(c.journal(since), r"Scheduled restart job", crash), 10, 0.5)
             out.note(
                 f"restarted {secs(restart and restart - crash)} s after the crash (Restart=always); "
                 "no Python traceback (the guide enables no faulthandler)"

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -144,6 +145,8 @@ class PlaybookRun:
     message: str = ""
     changed: dict[str, int] = field(default_factory=dict)
     output: str = ""
+    # (seconds, task name) of every task (its last host's end), in the order they ran.
+    durations: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def total_changed(self) -> int:
@@ -159,6 +162,7 @@ class PlaybookRun:
             return run
         for play in report.get("plays", []):
             for task in play.get("tasks", []):
+                run.durations.append((_span(task["task"]), task["task"]["name"]))
                 for host, result in task.get("hosts", {}).items():
                     if result.get("failed") and not run.task:
                         run.task, run.host = task["task"]["name"], host
@@ -181,6 +185,16 @@ class PlaybookRun:
         if self.total_changed:
             problems.append(f"it changed something: {self.changed}")
         return problems
+
+
+def _span(task: dict[str, Any]) -> float:
+    """Seconds a task took, from the JSON callback's ISO timestamps."""
+    duration = task.get("duration") or {}
+    try:
+        start, end = (datetime.fromisoformat(duration[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    except (KeyError, ValueError, AttributeError):
+        return 0.0
+    return (end - start).total_seconds()
 
 
 def run_playbook(argv: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None) -> PlaybookRun:
