@@ -57,14 +57,30 @@ run_stage() {
   esac
 }
 
+# Each stage's output is also kept in .cache/stages/<stage>.log: a failed stage's errors are
+# repeated after the summary, where a reader of only the end of the output sees them.
+logs=.cache/stages
+mkdir -p "$logs"
 summary=()
 failed=0
+failed_stages=()
 for stage in "${stages[@]}"; do
   printf '\n===== %s =====\n' "$stage"
   start=$SECONDS
-  if run_stage "$stage"; then result=ok; else result=FAILED; failed=1; fi
+  log="$logs/${stage//:/-}.log"
+  if run_stage "$stage" > >(tee "$log") 2>&1; then
+    result=ok
+  else
+    result=FAILED failed=1
+    failed_stages+=("$stage")
+  fi
   summary+=("$(printf '%-20s %-7s %5ss' "$stage" "$result" "$((SECONDS - start))")")
   # A failed stage does not hide the others' results, but nothing is reported green.
+done
+for stage in "${failed_stages[@]}"; do
+  printf '\n===== why %s failed (from %s) =====\n' "$stage" "$logs/${stage//:/-}.log"
+  grep -E -A12 'fatal:|FAILED!|^FAILED |^E  |Error|failed: [^0]|: FAIL' "$logs/${stage//:/-}.log" |
+    grep -v 'RETRYING' | tail -60 || true
 done
 printf '\n===== summary =====\n'
 printf '%s\n' "${summary[@]}"
