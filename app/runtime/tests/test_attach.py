@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import redis
 from celery import Celery
-from runtime_harness import WORKER_ARGS, Harness, wait_record
+from runtime_harness import QUEUE, WORKER_ARGS, Harness, wait_record
 
 from celery_stable import protect
 from celery_stable.ledger import Ledger
@@ -102,3 +103,28 @@ def test_an_app_that_cannot_be_loaded_is_a_configuration_error(harness: Harness)
     )  # fmt: skip
     assert result.returncode == 78, result.stderr
     assert "cannot load the Celery app 'proj.nowhere' (celery_stable_app_module)" in result.stderr
+
+
+def test_a_worker_without_a_required_command_exits_without_consuming(
+    harness: Harness, ledger: Ledger
+) -> None:
+    task_id = harness.send("proj.add", 2, 3)
+    bin_dir = harness.tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").write_text("#!/bin/sh\n")
+    (bin_dir / "ffmpeg").chmod(0o644)
+    worker = harness.worker(CELERY_STABLE_REQUIRED_COMMANDS="ffmpeg", PATH=str(bin_dir))
+    # EX_CONFIG: systemd's Restart=on-abnormal leaves it stopped until the host is fixed.
+    assert worker.wait_exit(60) == 78, worker.output()
+    assert (
+        "configuration error, not consuming: celery_stable_required_commands "
+        f"(CELERY_STABLE_REQUIRED_COMMANDS) requires 'ffmpeg', but {bin_dir / 'ffmpeg'} is not "
+        "executable" in worker.output()
+    )
+    assert harness.notify.count("READY=1") == 0
+    assert any(line.startswith("STATUS=configuration error:") for line in harness.notify.lines())
+    # The task was never taken: still in the queue, unknown to the ledger.
+    assert redis.Redis.from_url(harness.server.url(0)).llen(QUEUE) == 1
+    assert ledger.get(task_id) is None
+    harness.ready_worker(CELERY_STABLE_REQUIRED_COMMANDS="ffmpeg", PATH=f"{bin_dir}:/usr/bin:/bin")
+    assert wait_record(ledger, task_id, ("done",), 30).attempts == 1

@@ -54,3 +54,42 @@ def test_check_config_names_every_bad_variable(harness: Harness) -> None:
     refused = harness.cli("list", env=bad_env)
     assert refused.returncode == 2
     assert "celery_stable_max_crashes" in refused.stderr
+
+
+def test_check_config_refuses_a_required_command_missing_or_not_executable(
+    harness: Harness,
+) -> None:
+    env_file = harness.tmp / "app.env"
+    env_file.write_text(
+        'CELERY_BROKER_URL="redis://h/0"\nCELERY_STABLE_REQUIRED_COMMANDS="ffmpeg"\n'
+    )
+    bin_dir = harness.tmp / "bin"
+    bin_dir.mkdir()
+    env = harness.env(PATH=str(bin_dir))
+    missing = harness.cli("check-config", "--env-file", str(env_file), env=env)
+    assert missing.returncode == 2
+    assert (
+        "celery_stable_required_commands (CELERY_STABLE_REQUIRED_COMMANDS) requires 'ffmpeg', "
+        f"but it is not on PATH ({bin_dir}). Fix: install it on this host" in missing.stderr
+    )
+    (bin_dir / "ffmpeg").write_text("#!/bin/sh\n")
+    (bin_dir / "ffmpeg").chmod(0o644)
+    blocked = harness.cli("check-config", "--env-file", str(env_file), env=env)
+    assert blocked.returncode == 2
+    assert f"but {bin_dir / 'ffmpeg'} is not executable. Fix: make it executable" in blocked.stderr
+    # The system's own ffmpeg, later on the PATH, is the one a worker would run.
+    fixed = harness.cli(
+        "check-config",
+        "--env-file",
+        str(env_file),
+        env=harness.env(PATH=f"{bin_dir}:/usr/bin:/bin"),
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    # A PATH in the file is the one the units' processes get.
+    env_file.write_text(env_file.read_text() + f'PATH="{bin_dir}"\n')
+    assert harness.cli("check-config", "--env-file", str(env_file)).returncode == 2
+    # check-app, which a reload runs on the new image before re-executing into it, refuses too.
+    app_env = harness.env(CELERY_STABLE_REQUIRED_COMMANDS="ffmpeg", PATH=str(bin_dir))
+    refused = harness.cli("check-app", env=app_env)
+    assert refused.returncode == 2
+    assert f"but {bin_dir / 'ffmpeg'} is not executable" in refused.stderr

@@ -16,7 +16,9 @@ from celery_stable.settings import (
     Settings,
     SystemdEnv,
     check_file,
+    command_problems,
     effective_env,
+    find_command,
     parse_env_file,
 )
 
@@ -154,3 +156,58 @@ def test_the_preflight_check_runs_on_a_bare_python(tmp_path: Path) -> None:
     assert check_file(tmp_path / "missing.env") == [
         f"{tmp_path / 'missing.env'} does not exist: name the file with --env-file."
     ]
+
+
+def test_required_commands_are_names_or_absolute_paths() -> None:
+    assert Settings.from_env({}).required_commands == ()
+    both = Settings.from_env({"CELERY_STABLE_REQUIRED_COMMANDS": " ffmpeg, /opt/x/bin/tool  "})
+    assert both.required_commands == ("ffmpeg", "/opt/x/bin/tool")
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"CELERY_STABLE_REQUIRED_COMMANDS": "ffmpeg bin/tool $(true)"})
+    message = str(refused.value)
+    assert message.startswith(
+        "celery_stable_required_commands (CELERY_STABLE_REQUIRED_COMMANDS) = "
+        "'ffmpeg bin/tool $(true)' is not valid: 'bin/tool', '$(true)': expected command names"
+    )
+
+
+def test_a_required_command_is_found_as_execvp_would(tmp_path: Path) -> None:
+    """Not on PATH, on it but not executable, and a later executable one that wins."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    path = f"{first}:{second}"
+    [missing] = command_problems(("tool",), path)
+    assert missing == (
+        "celery_stable_required_commands (CELERY_STABLE_REQUIRED_COMMANDS) requires 'tool', but "
+        f"it is not on PATH ({path}). Fix: install it on this host (the role installs "
+        "celery_stable_app_packages), or give its absolute path; or, if the app does not run it, "
+        "remove it from celery_stable_required_commands."
+    )
+    (first / "tool").write_text("#!/bin/sh\n")
+    (first / "tool").chmod(0o644)
+    [blocked] = command_problems(("tool",), path)
+    assert f"requires 'tool', but {first / 'tool'} is not executable. Fix: make it executable" in (
+        blocked
+    )
+    (second / "tool").write_text("#!/bin/sh\n")
+    (second / "tool").chmod(0o755)
+    assert find_command("tool", path) == (str(second / "tool"), None)
+    assert command_problems(("tool", str(second / "tool")), path) == []
+    [absent] = command_problems((str(tmp_path / "nowhere"),), path)
+    assert f"requires '{tmp_path / 'nowhere'}', but it does not exist." in absent
+
+
+def test_the_roles_host_check_of_commands_runs_on_a_bare_python(tmp_path: Path) -> None:
+    """`settings.py commands PATH CMD...`: 0 all run, 3 only missing, 2 one would not run."""
+    (tmp_path / "off").write_text("")
+    python = shutil.which("python3", path="/usr/bin") or sys.executable
+    run = [python, "-I", "-S", str(SETTINGS_PY), "commands", str(tmp_path)]
+
+    def code(*commands: str) -> int:
+        return subprocess.run([*run, *commands], capture_output=True, check=False).returncode
+
+    assert code() == 0
+    assert code(str(shutil.which("sh"))) == 0
+    assert code("nowhere", str(shutil.which("sh"))) == 3
+    assert code("nowhere", "off") == 2

@@ -7,7 +7,7 @@ import time
 
 from video_renderer.tasks import RENDER_TASK
 
-from .video_harness import Harness, WorkerProcess, video_spec, wait_for
+from .video_harness import Harness, WorkerProcess, partial_name, video_spec, wait_for
 
 SEGFAULT_ONCE = {"kind": "segfault", "at_frame": 3, "on_attempts": 1}
 POISON = {"kind": "segfault", "at_frame": 3}
@@ -31,7 +31,7 @@ def test_a_segfault_is_requeued_at_the_next_start_then_rendered(harness: Harness
     assert harness.task(video_id).state == "running"
     # Its ffmpeg (systemd's KillMode=mixed would kill it; here it ends on its closed stdin) leaves
     # the temp file of the dead attempt.
-    partial = [f".{video_id}.{worker.pid}.partial.mp4"]
+    partial = [partial_name(video_id, 1, worker.pid)]
     wait_for(lambda: harness.files_of(video_id) == partial, 10, "the dead attempt's temp file")
     # The test is the supervisor: a new worker's start-up reap puts the video back, first in line.
     harness.ready_worker()
@@ -78,7 +78,7 @@ def test_a_poison_video_is_failed_after_two_crashes_while_the_others_render(
         wait_for(lambda w=worker: w.exited() or state() == "failed", 60, "a crash")
         if worker.exited():
             crashed(worker)
-            partial = f".{poison}.{worker.pid}.partial.mp4"
+            partial = partial_name(poison, len(workers), worker.pid)
             wait_for(lambda p=partial: p in harness.files_of(poison), 10, "a temp file left")
     task = harness.task(poison)
     assert (task.crashes, task.cause) == (2, "crash")

@@ -72,6 +72,29 @@ def test_only_the_attempt_the_ledger_runs_moves_the_record(store: VideoStore) ->
     assert done.started_at is not None
 
 
+def test_a_done_video_whose_file_could_not_be_put_in_place_is_retracted_by_its_owner_only(
+    store: VideoStore,
+) -> None:
+    video = store.create(video_spec()).id
+    first = run_attempt(store, video)
+    assert store.begin(video, first).ok
+    assert store.finish(video, first, "/v.mp4").ok
+    # Only while the ledger still runs that attempt (the task has not returned yet).
+    assert store.retract(video, first + 1, "late").status == "stale"
+    assert store.retract(video, first, "rendered, but could not move it to /v.mp4").ok
+    record = store.get(video)
+    assert record is not None
+    assert (record.state, record.output) == ("failed", "")
+    assert record.error == "rendered, but could not move it to /v.mp4"
+    # Once the ledger moved on, a newer attempt owns the video: nothing is taken back.
+    second = run_attempt(store, video)
+    assert store.begin(video, second).ok
+    assert store.finish(video, second, "/v.mp4").ok
+    give_up(store, video)
+    assert store.retract(video, second, "late").status == "taken"
+    assert store.get(video).state == "done"  # type: ignore[union-attr]
+
+
 def test_a_new_message_reusing_a_finished_videos_id_does_not_start_it(store: VideoStore) -> None:
     video = store.create(video_spec()).id
     attempt = run_attempt(store, video)

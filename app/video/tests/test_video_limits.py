@@ -9,7 +9,7 @@ import psutil
 
 from video_renderer.tasks import RENDER_TASK
 
-from .video_harness import Harness, video_spec, wait_for
+from .video_harness import Harness, partial_name, video_spec, wait_for
 
 
 def test_recycles_after_n_videos_in_place_with_the_queue_intact(harness: Harness) -> None:
@@ -75,7 +75,7 @@ def test_a_gil_releasing_hang_is_failed_at_the_limit_and_the_worker_re_executed(
     started = time.monotonic()
     harness.wait_video(video_id, ("processing",), 30)
     seen = time.monotonic()  # the task began before this: its deadline is at most 2 s later
-    partial = f".{video_id}.{worker.pid}.partial.mp4"
+    partial = partial_name(video_id, 1, worker.pid)
     wait_for(lambda: partial in harness.files_of(video_id), 10, "ffmpeg writing its temp file")
     ffmpeg = [p for p in psutil.Process(worker.pid).children() if p.name() == "ffmpeg"]
     assert len(ffmpeg) == 1

@@ -3,7 +3,11 @@ video whose message is gone is sent again."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +15,7 @@ from video_renderer.celery_app import app
 from video_renderer.jobs import VideoStore
 from video_renderer.tasks import RENDER_TASK, resend_lost_videos
 
-from .video_harness import Harness, RedisServer, video_spec, wait_for
+from .video_harness import Harness, RedisServer, ffprobe, partial_name, video_spec, wait_for
 
 
 def test_recovery_fails_a_stuck_video_not_a_slow_healthy_one_and_retry_renders_it(
@@ -50,6 +54,52 @@ def test_recovery_fails_a_stuck_video_not_a_slow_healthy_one_and_retry_renders_i
     done = harness.wait_video(stuck, ("done",), 30)
     assert done.attempt == 2
     assert harness.files_of(stuck) == [f"{stuck}.mp4"]
+
+
+def _identity(path: Path) -> tuple[int, int, str]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_stale_attempt_resumed_after_its_retry_won_leaves_the_winners_file_alone(
+    harness: Harness,
+) -> None:
+    """Two attempts of one video, two workers, one output directory: the first is stalled
+    (SIGSTOP, every thread of it), given up as stuck, retried and done on the other worker; then
+    resumed, it renders to the end and must neither replace nor remove the winner's file."""
+    stale = harness.ready_worker()
+    # 20 frames, 0.1 s each: the stop lands mid-render, with ffmpeg writing the temp file.
+    video_id = harness.submit(video_spec(2.0, {"kind": "slow", "seconds": 0.1}))
+    own = partial_name(video_id, 1, stale.pid)
+    wait_for(lambda: own in harness.files_of(video_id), 30, "the first attempt's temp file")
+    stale.signal(signal.SIGSTOP)
+    try:
+        winner = harness.ready_worker()
+        time.sleep(3.5)  # its last heartbeat is now more than 2 s old
+        result = harness.runtime_cli("recover", "--stuck-after", "2")
+        assert f"{video_id} ({RENDER_TASK}): failed (stuck: no heartbeat for " in result.stdout
+        harness.wait_video(video_id, ("failed",), 30)
+        # The give-up hook removed the stalled attempt's temp file: attempt 1 can never be
+        # recorded now, whichever host it runs on.
+        assert harness.files_of(video_id) == []
+        assert harness.runtime_cli("retry", video_id).returncode == 0
+        done = harness.wait_video(video_id, ("done",), 60)
+        final = harness.output_dir / f"{video_id}.mp4"
+        assert (done.attempt, done.output) == (2, str(final))
+        assert f"video {video_id} done: {final}" in winner.output()
+        published = _identity(final)
+    finally:
+        stale.signal(signal.SIGCONT)
+    wait_for(lambda: f"video {video_id} rendered, but the video is done: output dropped"
+             in stale.output(), 30, "the stale attempt to finish")  # fmt: skip
+    # The winner's very file (same inode, same bytes), whole, and nothing of the loser's.
+    assert _identity(final) == published
+    assert ffprobe(final)["frames"] == 20
+    assert harness.files_of(video_id) == [f"{video_id}.mp4"]
+    assert harness.video(video_id).state == "done"
+    assert harness.task(video_id).attempts == 2
+    assert stale.running()
+    assert os.path.getsize(final) > 0
 
 
 def test_a_short_redis_restart_mid_render_loses_no_result(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -94,13 +95,38 @@ def test_ffmpeg_failure_is_reported_with_its_message(tmp_path: Path) -> None:
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_stale_partials_are_those_of_dead_workers_or_this_process(tmp_path: Path) -> None:
+def test_stale_partials_are_older_attempts_anywhere_or_dead_workers_here(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     alive = os.getppid()
-    names = [f".v1.{dead.pid}.partial.mp4", f".v1.{os.getpid()}.partial.mp4",
-             f".v1.{alive}.partial.mp4", f".v2.{dead.pid}.partial.mp4", "v1.mp4"]  # fmt: skip
-    for name in names:
+    here = socket.gethostname()
+    stale = [
+        f".v1.attempt2.{here}.{dead.pid}.partial.mp4",  # its worker died
+        f".v1.attempt3.{here}.{os.getpid()}.partial.mp4",  # this process's unfinished attempt
+        f".v1.attempt1.{here}.{alive}.partial.mp4",  # a live but superseded attempt
+        f".v1.attempt2.other.host.example.{alive}.partial.mp4",  # superseded, on another host
+        f".v1.{dead.pid}.partial.mp4",  # as an older version named them
+    ]
+    kept = [
+        f".v1.attempt3.{here}.{alive}.partial.mp4",  # a live worker's current attempt
+        f".v1.attempt3.other.host.example.{dead.pid}.partial.mp4",  # another host's PID space
+        f".v1.{alive}.partial.mp4",
+        f".v2.attempt1.{here}.{dead.pid}.partial.mp4",
+        ".v1.attemptx.h.1.partial.mp4",
+        "v1.mp4",
+    ]
+    for name in stale + kept:
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in stale_partials(tmp_path, "v1")] == sorted(names[:2])
+    found = stale_partials(tmp_path, "v1", before_attempt=3)
+    assert [p.name for p in found] == sorted(stale)
     assert stale_partials(tmp_path / "missing", "v1") == []
+
+
+def test_an_unpublished_render_stays_in_its_own_temp_file(tmp_path: Path) -> None:
+    spec = validate_spec(video_spec(0.3), allow_fault=False)
+    result = render_video(spec, tmp_path, "v1", ffmpeg="ffmpeg", deadline=time.monotonic() + 60,
+                          time_limit_sec=60, attempt=4, publish_output=False)  # fmt: skip
+    own = f".v1.attempt4.{socket.gethostname()}.{os.getpid()}.partial.mp4"
+    assert result.path == tmp_path / own
+    assert ffprobe(result.path)["frames"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == [result.path.name]

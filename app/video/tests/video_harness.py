@@ -9,6 +9,7 @@ name so both suites can run in one pytest session.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "RedisServer",
     "WorkerProcess",
     "ffprobe",
+    "partial_name",
     "video_spec",
     "wait_for",
 ]
@@ -68,6 +70,11 @@ def video_spec(
     if fault is not None:
         spec["fault"] = fault
     return spec
+
+
+def partial_name(video_id: str, attempt: int, pid: int) -> str:
+    """The temp file an attempt of ``video_id`` renders to, by a worker of this host."""
+    return f".{video_id}.attempt{attempt}.{socket.gethostname()}.{pid}.partial.mp4"
 
 
 def ffprobe(path: Path) -> dict[str, Any]:

@@ -28,10 +28,11 @@ CONTRACT = TOP / "docs" / "contract.md"
 SETTINGS = TOP / "app" / "runtime" / "src" / "celery_stable" / "settings.py"
 ENV_TEMPLATE = ROLE / "templates" / "etc" / "celery-stable" / "celery-stable.env.j2"
 # Where the role's default is the demo's, not the runtime's: the app to protect (the runtime has
-# no default) and its give-up task (the runtime's default is none).
+# no default), its give-up task and the commands it runs (the runtime's default is none).
 DEMO_DEFAULTS = {
     "CELERY_STABLE_APP_MODULE": "video_renderer.celery_app",
     "CELERY_STABLE_GIVEUP_TASK": "video_renderer.mark_given_up",
+    "CELERY_STABLE_REQUIRED_COMMANDS": "ffmpeg",
 }
 
 
@@ -115,7 +116,9 @@ def test_every_table_variable_has_its_role_variable_with_the_same_default() -> N
         if variable.role_var is None:
             continue  # derived by the role (CELERY_STABLE_APP_PATH)
         assert variable.role_var in defaults, f"{variable.role_var} ({variable.env}) is not in defaults"
-        role_value = str(defaults[variable.role_var]).strip()
+        value = defaults[variable.role_var]
+        # A list is written space-separated (the env template's join).
+        role_value = " ".join(value) if isinstance(value, list) else str(value).strip()
         want = DEMO_DEFAULTS.get(variable.env, variable.default)
         assert role_value == want, f"{variable.role_var}={role_value!r}, the runtime's {variable.env}={want!r}"
 

@@ -72,6 +72,14 @@ def requirements(tmp: Path, name: str, text: str) -> str:
     return str(path)
 
 
+def non_executable(tmp: Path) -> str:
+    path = tmp / "bin" / "ffmpeg"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o644)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("preflight")
@@ -113,6 +121,21 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         },
         "app-env-line-break": {**PLAIN, "celery_stable_app_env": {"MOTD": "two\nlines"}},
         "no-uv-on-the-controller": {**PLAIN, "_celery_stable_controller_uv": str(tmp / "no-uv")},
+        "required-command-bad-name": {**PLAIN, "celery_stable_required_commands": ["ffmpeg;true"]},
+        "required-command-missing": {
+            **PLAIN,
+            "celery_stable_required_commands": ["ffmpeg", "celery-stable-no-such-command"],
+            "celery_stable_app_packages": [],
+        },
+        "required-command-not-executable": {
+            **PLAIN,
+            "celery_stable_required_commands": [non_executable(tmp)],
+        },
+        "required-command-from-a-package-to-install": {
+            **PLAIN,
+            "celery_stable_required_commands": ["celery-stable-no-such-command"],
+            "celery_stable_app_packages": ["celery-stable-no-such-package"],
+        },
     }
     if (DEMO_APP / "pyproject.toml").is_file():
         cases["demo-defaults"] = {}
@@ -200,3 +223,32 @@ def test_no_uv_on_the_controller_says_how_to_get_it(answers: dict[str, str]) -> 
     assert "The controller has no working uv" in got
     assert "-m pip install uv" in got
     assert "requirements-dev.txt" in got
+
+
+def test_a_bad_command_name_is_refused_on_the_controller(answers: dict[str, str]) -> None:
+    got = answers["required-command-bad-name"]
+    assert "celery_stable_required_commands (CELERY_STABLE_REQUIRED_COMMANDS) = 'ffmpeg;true'" in got
+    assert "expected command names (looked up on PATH) or absolute paths" in got
+
+
+def test_a_missing_command_is_refused_naming_it_and_the_fix(answers: dict[str, str]) -> None:
+    got = answers["required-command-missing"]
+    assert got.startswith("refused: localhost: a worker would refuse to start on this host"), got
+    assert "nothing was changed on any host" in got
+    assert "requires 'celery-stable-no-such-command', but it is not on PATH (/usr/local/sbin:" in got
+    assert "install it on this host (the role installs celery_stable_app_packages)" in got
+    assert "remove it from celery_stable_required_commands" in got
+    assert "'ffmpeg'" not in got  # this machine has it, on the units' PATH
+
+
+def test_a_command_that_is_not_executable_is_refused(answers: dict[str, str]) -> None:
+    got = answers["required-command-not-executable"]
+    assert got.startswith("refused: localhost: a worker would refuse to start on this host"), got
+    assert "/bin/ffmpeg is not executable. Fix: make it executable (chmod 0755" in got
+
+
+def test_a_command_a_package_still_to_install_may_bring_waits_for_the_install(
+    answers: dict[str, str],
+) -> None:
+    # Checked again on the host by check-config (the env file's validate), once it is installed.
+    assert answers["required-command-from-a-package-to-install"] == "ok"

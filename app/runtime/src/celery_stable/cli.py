@@ -29,7 +29,9 @@ from .settings import (
     Settings,
     SystemdEnv,
     check_file,
+    command_problems,
     effective_env,
+    load_env_file,
 )
 
 log = logging.getLogger("celery_stable.cli")
@@ -197,6 +199,13 @@ def cmd_check_app(session: Session, _args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD
+    # The worker's own refusal at start: a reload checked by this command must not re-execute
+    # into an image that exits at once.
+    path = os.environ.get("PATH") or os.defpath
+    problems = command_problems(session.settings.required_commands, path)
+    if problems:
+        print(f"celery-stable: {' '.join(problems)}", file=sys.stderr)
+        return EXIT_BAD
     names = sorted(name for name in app.tasks if not name.startswith("celery."))
     print(f"{session.settings.app_module}: ok, {len(names)} task(s): {' '.join(names)}")
     return EXIT_OK
@@ -232,6 +241,13 @@ def cmd_instances(env_file: Path, names: list[str]) -> int:
 
 def cmd_check_config(env_file: Path) -> int:
     problems = check_file(env_file)
+    if not problems:
+        # The commands as a worker started on this file would look them up: on the file's PATH
+        # if it sets one, else on this process's (the role's validate runs it on the host).
+        env = load_env_file(env_file)
+        settings = Settings.from_env(env, str(env_file))
+        path = env.get("PATH") or os.environ.get("PATH") or os.defpath
+        problems = command_problems(settings.required_commands, path)
     for problem in problems:
         print(f"celery-stable: {problem}", file=sys.stderr)
     if problems:

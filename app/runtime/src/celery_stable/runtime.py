@@ -32,13 +32,14 @@ from kombu.utils.url import maybe_sanitize_url
 from redis import exceptions as redis_errors
 
 from . import broker, peers, recycle, reload
+from .attach import EX_CONFIG
 from .ledger import NOW, Ledger, Owner, TaskRecord, merge_tags, redis_client
 from .monitor import ENFORCE_SLACK_SEC, CurrentTask, Monitor, Reporter, TaskTracker
 from .native_init import STDERR_FD, init_worker_process
 from .reaper import DeathCause, owner_gone, reap
 from .resolution import Context, give_up, retry_hint
 from .sdnotify import Notifier
-from .settings import VISIBILITY_MARGIN_SEC, Settings, SystemdEnv
+from .settings import VISIBILITY_MARGIN_SEC, Settings, SystemdEnv, command_problems
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ class Runtime:
                 f"celery-stable needs a Redis broker (its crash ledger lives there); this app's "
                 f"broker is {maybe_sanitize_url(self.broker_url)}."
             )
+        self._refuse_without_required_commands()
         _set_current(self)
         init_worker_process(self.settings.address_space_limit_mb)
         self._widen_visibility_timeout()
@@ -194,6 +196,19 @@ class Runtime:
         self.reporter.start()
         self._reap_before_consuming()
         worker.process_task = self._wrap(worker.process_task)
+
+    def _refuse_without_required_commands(self) -> None:
+        """Before the consumer exists: a worker whose app cannot run a command it needs would
+        take tasks only to fail each one. EX_CONFIG, not a signal: systemd's
+        Restart=on-abnormal does not start it again until the host is fixed."""
+        path = os.environ.get("PATH") or os.defpath
+        problems = command_problems(self.settings.required_commands, path)
+        if not problems:
+            return
+        message = " ".join(problems)
+        log.critical("configuration error, not consuming: %s", message)
+        self.notifier.send(f"STATUS=configuration error: {message}"[:400])
+        raise SystemExit(EX_CONFIG)
 
     def _every_beat(self, ledger: Ledger) -> None:
         """Reporter thread, every heartbeat interval: this host is alive; the tasks of hosts

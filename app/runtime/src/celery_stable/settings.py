@@ -95,6 +95,20 @@ def _abs_path(raw: str) -> str:
     return path
 
 
+_COMMAND_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def _commands(raw: str) -> tuple[str, ...]:
+    commands = tuple(item for item in re.split(r"[\s,]+", raw.strip()) if item)
+    bad = [c for c in commands if not (c.startswith("/") or _COMMAND_NAME.fullmatch(c))]
+    if bad:
+        raise Invalid(
+            f"{', '.join(map(repr, bad))}: expected command names (looked up on PATH) or "
+            "absolute paths, separated by spaces, such as `ffmpeg /opt/tool/bin/tool`"
+        )
+    return commands
+
+
 @dataclass(frozen=True)
 class Variable:
     """One line of the environment file: who sets it, its default, its rule."""
@@ -167,6 +181,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CELERY_STABLE_LEDGER_KEEP", "ledger_keep", "celery_stable_ledger_keep", "10000",
              _int(10, 10_000_000, "records"),
              "finished tasks kept in the ledger per final state (oldest dropped first)"),
+    Variable("CELERY_STABLE_REQUIRED_COMMANDS", "required_commands",
+             "celery_stable_required_commands", "", _commands,
+             "commands the app runs, each on PATH and executable before a worker consumes; "
+             "empty: none"),
 )  # fmt: skip
 BY_ENV = {variable.env: variable for variable in VARIABLES}
 
@@ -218,6 +236,7 @@ class Settings:
     stats_interval_sec: int
     metrics_file: Path | None
     ledger_keep: int
+    required_commands: tuple[str, ...]
     systemd: SystemdEnv = field(default_factory=SystemdEnv)
 
     @classmethod
@@ -275,6 +294,53 @@ def parse_all(env: Mapping[str, str], source: str) -> tuple[dict[str, object], l
             "stuck between two heartbeats."
         )
     return values, problems
+
+
+def find_command(command: str, path: str) -> tuple[str | None, str | None]:
+    """(the file that would run, or None; else a file by that name that is not executable).
+
+    The search ``execvp`` does: the first executable regular file along ``path``; a name with a
+    slash is taken as it is.
+    """
+    if "/" in command:
+        candidates = [command]
+    else:
+        candidates = [os.path.join(d, command) for d in path.split(os.pathsep) if d]
+    blocked = None
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate, None
+            blocked = blocked or candidate
+    return None, blocked
+
+
+def command_problems(commands: tuple[str, ...], path: str) -> list[str]:
+    """One message per required command that would not run on ``path`` (empty: all run)."""
+    variable = BY_ENV["CELERY_STABLE_REQUIRED_COMMANDS"]
+    name = f"{variable.role_var} ({variable.env})"
+    problems = []
+    for command in commands:
+        found, blocked = find_command(command, path)
+        if found:
+            continue
+        if blocked:
+            why = f"{blocked} is not executable"
+            fix = f"make it executable (chmod 0755 {blocked}) or reinstall the package that has it"
+        elif "/" in command:
+            why = "it does not exist"
+            fix = "install it at that path, or name the path it is installed at"
+        else:
+            why = f"it is not on PATH ({path or 'empty'})"
+            fix = (
+                "install it on this host (the role installs celery_stable_app_packages), or give "
+                "its absolute path"
+            )
+        problems.append(
+            f"{name} requires {command!r}, but {why}. Fix: {fix}; or, if the app does not run "
+            f"it, remove it from {variable.role_var}."
+        )
+    return problems
 
 
 def parse_env_file(text: str, source: str = "environment file") -> dict[str, str]:
@@ -355,9 +421,26 @@ def check_file(path: Path, source: str | None = None) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """``settings.py check FILE [--source TEXT]``: the preflight's and check-config's rule."""
+    """``settings.py check FILE [--source TEXT]``: the preflight's and check-config's rule.
+
+    ``settings.py commands PATH [COMMAND...]``: the required commands' rule, for the role to run
+    on a host before anything is installed there: 0 all run, 3 some are only missing (packages
+    still to be installed may bring them), 2 some are there but would not run.
+    """
+    if len(argv) >= 2 and argv[0] == "commands":
+        commands, path = tuple(argv[2:]), argv[1]
+        problems = command_problems(commands, path)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            return 0
+        found = [find_command(command, path) for command in commands]
+        return 3 if all(blocked is None for _, blocked in found) else 2
     if len(argv) < 2 or argv[0] != "check":
-        print("usage: settings.py check ENV_FILE [--source TEXT]", file=sys.stderr)
+        print(
+            "usage: settings.py check ENV_FILE [--source TEXT] | commands PATH [COMMAND...]",
+            file=sys.stderr,
+        )
         return 2
     source = argv[3] if len(argv) >= 4 and argv[2] == "--source" else None
     problems = check_file(Path(argv[1]), source)

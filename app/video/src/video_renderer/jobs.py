@@ -324,6 +324,17 @@ class VideoStore:
             fields={"state": "failed", "error": reason, "finished_at": NOW},
         )
 
+    def retract(self, video_id: str, attempt: int, reason: str) -> Outcome:
+        """Attempt ``attempt`` recorded the video done but could not put its output in place:
+        failed instead, while the ledger still runs that attempt."""
+        return self.move(
+            video_id,
+            states=("done",),
+            attempt_rule=f"eq:{attempt}",
+            ledger_rule=self._running(attempt),
+            fields={"state": "failed", "output": "", "error": reason, "finished_at": NOW},
+        )
+
     def give_up(self, video_id: str, cause: str, reason: str) -> Outcome:
         """The runtime gave the task up: failed for a manual retry, unless a later attempt has
         begun since (the operator retried it first) or it was done meanwhile."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -45,19 +46,61 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_partials(output_dir: Path, name: str) -> list[Path]:
-    """Temp files of ``name`` whose render is over: its worker died, or it is this process.
+PARTIAL_SUFFIX = ".partial.mp4"
 
-    Called between tasks (solo runs one at a time), so a temp file named with this PID is left
-    by an attempt this image, or the one it replaced in place, did not finish. Another live
-    worker's file on the same host is left alone.
+
+def output_path(output_dir: Path, name: str) -> Path:
+    return output_dir / f"{name}.mp4"
+
+
+def partial_path(output_dir: Path, name: str, attempt: int) -> Path:
+    """This attempt's own temp file: named by attempt, host and PID, so that attempts on hosts
+    sharing the output directory (whose PIDs may well be equal) never write the same file."""
+    host = socket.gethostname()
+    return output_dir / f".{name}.attempt{attempt}.{host}.{os.getpid()}{PARTIAL_SUFFIX}"
+
+
+def _partial_owner(path: Path, name: str) -> tuple[int | None, str | None, int] | None:
+    """(attempt, host, pid) of a temp file of ``name``; attempt and host None for the name an
+    older version gave it (``.<name>.<pid>.partial.mp4``, this host's); None: not one."""
+    middle = path.name.removeprefix(f".{name}.").removesuffix(PARTIAL_SUFFIX)
+    if middle.isdigit():
+        return None, None, int(middle)
+    attempt, _, rest = middle.removeprefix("attempt").partition(".")
+    host, _, pid = rest.rpartition(".")
+    if not middle.startswith("attempt") or not attempt.isdigit() or not host or not pid.isdigit():
+        return None
+    return int(attempt), host, int(pid)
+
+
+def stale_partials(output_dir: Path, name: str, *, before_attempt: int = 0) -> list[Path]:
+    """Temp files of ``name`` that no attempt will ever publish.
+
+    Those of an attempt numbered below ``before_attempt``, on any host: the runtime's ledger has
+    moved past it, so the compare-and-set it publishes under can only refuse it, even if it is
+    still running (stalled somewhere, then resumed). And this host's files whose render is over:
+    its worker died, or it is this process (called between tasks, as solo runs one at a time, so
+    a file with this PID was left by an attempt this image, or the one it replaced in place, did
+    not finish). A live worker's current attempt is left alone, whichever host it runs on.
     """
+    here = socket.gethostname()
     stale = []
-    for path in sorted(output_dir.glob(f".{name}.*.partial.mp4")):
-        pid = path.name.removeprefix(f".{name}.").split(".")[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+    for path in sorted(output_dir.glob(f".{name}.*{PARTIAL_SUFFIX}")):
+        owner = _partial_owner(path, name)
+        if owner is None:
+            continue
+        attempt, host, pid = owner
+        superseded = attempt is not None and attempt < before_attempt
+        local = host in (None, here)
+        if superseded or (local and (pid == os.getpid() or not _pid_alive(pid))):
             stale.append(path)
     return stale
+
+
+def publish(partial: Path, final: Path) -> Path:
+    """Put a finished render at its final path in one step (same directory: a rename)."""
+    os.replace(partial, final)
+    return final
 
 
 def time_limit_reason(limit_sec: float) -> str:
@@ -160,6 +203,8 @@ def render_video(
     deadline: float,
     time_limit_sec: float,
     progress: Progress | None = None,
+    attempt: int = 0,
+    publish_output: bool = True,
 ) -> RenderResult:
     """Render ``spec`` to ``output_dir/name.mp4`` before ``deadline`` (``time.monotonic()``;
     ``math.inf``: none, outside the runtime).
@@ -167,15 +212,19 @@ def render_video(
     The deadline is checked between frames and bounds the wait for ffmpeg, so an over-long render
     fails with a clear reason before the runtime's hard limit ends it (the task passes the
     deadline of ``celery_stable.remaining()``, and ``time_limit_sec``, the limit the reason names,
-    from ``celery_stable.time_limit()``). The output appears only complete: ffmpeg writes a temp
-    file in the same directory that is then renamed into place; a worker killed mid-render leaves
-    that temp file (``stale_partials`` finds it for the next attempt or the give-up hook).
+    from ``celery_stable.time_limit()``). The output appears only complete: ffmpeg writes this
+    attempt's own temp file (:func:`partial_path`) in the same directory, renamed into place
+    once done; a worker killed mid-render leaves that temp file (``stale_partials`` finds it for
+    the next attempt or the give-up hook). With ``publish_output`` False the result's path is
+    that finished temp file, for the caller to :func:`publish` only once it knows the output is
+    still wanted (the task: once the video's compare-and-set recorded it), or to remove.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / f"{name}.mp4"
-    temp = output_dir / f".{name}.{os.getpid()}.partial.mp4"
+    final = output_path(output_dir, name)
+    temp = partial_path(output_dir, name, attempt)
     total = spec.total_frames
     started = time.monotonic()
+    finished = False
     with tempfile.TemporaryFile() as log:
         try:
             proc = subprocess.Popen(
@@ -207,13 +256,14 @@ def render_video(
                 raise RenderError(time_limit_reason(time_limit_sec)) from None
             if code != 0:
                 raise RenderError(_ffmpeg_error(log, code))
-            os.replace(temp, final)
+            path = publish(temp, final) if publish_output else temp
+            finished = True
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             with contextlib.suppress(OSError):
                 proc.stdin.close()
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-    return RenderResult(path=final, frames=total, seconds=time.monotonic() - started)
+            if not finished:
+                temp.unlink(missing_ok=True)
+    return RenderResult(path=path, frames=total, seconds=time.monotonic() - started)

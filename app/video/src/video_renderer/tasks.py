@@ -113,7 +113,9 @@ def _render(videos: VideoStore, video_id: str, attempt: int, task_id: str | None
     if not begun.ok:
         log.warning("ignored a message for video %s: %s", video_id, _why(begun))
         return "ignored"
-    for stale in render.stale_partials(settings.output_dir, video_id):
+    # Older attempts' temp files too, on any host: the ledger has moved past them, so they can
+    # never be published, even by an attempt still running somewhere.
+    for stale in render.stale_partials(settings.output_dir, video_id, before_attempt=attempt):
         stale.unlink(missing_ok=True)
     try:
         spec = validate_spec(record.spec, allow_fault=settings.fault_hooks)
@@ -141,25 +143,43 @@ def _render(videos: VideoStore, video_id: str, attempt: int, task_id: str | None
             deadline=deadline,
             time_limit_sec=math.inf if limit is None else limit,
             progress=progress,
+            attempt=attempt,
+            publish_output=False,
         )
     except render.RenderError as exc:
         raise _fail(videos, video_id, attempt, str(exc)) from None
     except MemoryError:
         reason = f"ran out of memory: the address-space limit is {_address_space_mb()} (RLIMIT_AS)"
         raise _fail(videos, video_id, attempt, reason) from None
-    outcome = videos.finish(video_id, attempt, str(result.path))
+    # Recorded first, published after: only the attempt the ledger still runs may put its file
+    # at <id>.mp4. Renaming first let a stale attempt (stalled, then resumed after its retry)
+    # replace the winner's file, or unlink it while the winner was between its rename and its
+    # compare-and-set.
+    final = render.output_path(settings.output_dir, video_id)
+    outcome = videos.finish(video_id, attempt, str(final))
     if not outcome.ok:
-        # Taken from this attempt meanwhile (given up as stuck, then retried...): its output is
-        # not the video's, unless another attempt made the same file and is done.
-        now = videos.get(video_id)
-        if now is None or now.state != "done":
-            result.path.unlink(missing_ok=True)
+        # Taken from this attempt meanwhile (given up as stuck, then retried...): only its own
+        # temp file is its to remove; <id>.mp4, if there is one, is another attempt's.
+        result.path.unlink(missing_ok=True)
         log.warning("video %s rendered, but %s: output dropped", video_id, _why(outcome))
         return "dropped"
+    try:
+        render.publish(result.path, final)
+    except OSError as exc:
+        # Removed by a newer attempt's clean-up while this one stalled between its record and its
+        # rename (that attempt then owns the video), or a directory gone wrong.
+        reason = f"rendered, but could not move it to {final}: {exc.strerror or exc}"
+        result.path.unlink(missing_ok=True)
+        retracted = videos.retract(video_id, attempt, reason)
+        if not retracted.ok:
+            log.warning("video %s %s; %s: left as it is", video_id, reason, _why(retracted))
+            return "dropped"
+        log.error("video %s failed: %s", video_id, reason)
+        raise VideoFailed(reason) from None
     log.info(
         "video %s done: %s (%d frames in %.2f s)",
         video_id,
-        result.path,
+        final,
         result.frames,
         result.seconds,
     )
@@ -192,8 +212,10 @@ def mark_given_up(
             "video %s was given up (%s), but %s: left as it is", video_id, cause, _why(outcome)
         )
         return "ignored"
-    # The attempt died mid-render: its temp file is nobody's now.
-    for stale in render.stale_partials(current().output_dir, video_id):
+    # The attempt died mid-render, or is stalled where no compare-and-set will take its output:
+    # its temp file is nobody's now, whichever host wrote it.
+    given_up = outcome.attempt + 1
+    for stale in render.stale_partials(current().output_dir, video_id, before_attempt=given_up):
         stale.unlink(missing_ok=True)
     log.error("video %s failed for a manual retry (%s): %s", video_id, cause, reason)
     return "failed"
