@@ -291,9 +291,10 @@ class Runtime:
         # The re-exec window: a stop asked from here on is held (pending) until the new image
         # looks at it first thing (recycle.act_on_held_stop), and one asked before is obeyed.
         held = recycle.hold_stop_signals()
-        if self.settings.test_reexec_pause_sec:
-            log.warning("test hook: %d s in the re-exec window", self.settings.test_reexec_pause_sec)
-            time.sleep(self.settings.test_reexec_pause_sec)
+        pause = self.settings.test_reexec_pause_sec
+        if pause:
+            log.warning("test hook: %d s in the re-exec window", pause)
+            time.sleep(pause)
             held |= set(signal.sigpending()) & recycle.STOP_SIGNALS
         if self.stop_requested or held:
             log.warning("a stop came before the re-exec (%s): stopping instead", reason)
