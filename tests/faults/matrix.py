@@ -55,6 +55,8 @@ CTL = "/opt/guide-ctl/guide_ctl.py"
 # Row 5x: the role's unit without its ExecStopPost (a drop-in clearing it), to prove row 5's
 # check fails without it.
 NO_REAP_DROP_IN = "/etc/systemd/system/celery-worker@1.service.d/zz-matrix-no-reap.conf"
+WINDOW_DROP_IN = "/etc/systemd/system/celery-worker@1.service.d/zz-matrix-reexec-window.conf"
+SKEW_DROP_IN = "/etc/systemd/system/celery-worker@1.service.d/zz-matrix-clock-skew.conf"
 # The guide's copy of a fault goes in this much later, so that two Python start-ups do not
 # compete for the host's 2 cores during a measured restart.
 GUIDE_STAGGER_SEC = 2.0
@@ -1373,6 +1375,193 @@ class Matrix:
             out.expect("celery-stable" in back and "reap" in back, f"ExecStopPost not restored: {back}")
             out.note("drop-in removed, `celery-stable reap` back in ExecStopPost")
 
+    # --- 10a: ffmpeg not executable ------------------------------------------------------------
+
+    def row_ffmpeg_missing(self, c: Column, out: Outcome) -> None:
+        """The app's ffmpeg unusable: check-config and the role's preflight refuse, naming it and
+        the fix; a worker (re)started without it exits as a configuration error (78, not
+        restarted) and never consumes; put back, the waiting video is done."""
+        assert isinstance(c, RoleColumn)
+        ffmpeg = self.host.out('readlink -f "$(command -v ffmpeg)"')
+        self.host.sh(f"chmod a-x {shlex.quote(ffmpeg)}")
+        sub: Sub | None = None
+        try:
+            check = self.host.sh("celery-stable check-config", check=False)
+            said = " ".join((check.stdout + check.stderr).split())
+            out.note(f'`chmod a-x {ffmpeg}`; `celery-stable check-config`: exit {check.returncode}, "{said[:160]}"')
+            out.expect(check.returncode != 0 and "ffmpeg" in said, "check-config did not refuse")
+            since, restarts0 = time.time(), c.restarts()
+            self.host.sh(f"systemctl restart --no-block {c.unit}")
+            failed = poll(lambda: self.host.prop(c.unit, "ActiveState") == "failed", 60, 0.5)
+            props = self.host.show(c.unit, "Result", "ExecMainStatus", "NRestarts")
+            refusal = [m for _, m in c.journal(since) if "ffmpeg" in m]
+            out.note(
+                f"worker restarted without it: unit {'failed' if failed else 'NOT failed'}, exit status "
+                f"{props.get('ExecMainStatus')} ({props.get('Result')}), NRestarts {restarts0} -> "
+                f'{props.get("NRestarts")}; its journal: "{(refusal[-1] if refusal else "-")[:160]}"'
+            )
+            out.expect(failed and props.get("ExecMainStatus") == "78", "the worker did not refuse to start")
+            out.expect(int(props.get("NRestarts") or 0) == restarts0, "systemd restarted a refusing worker")
+            [sub] = c.submit([spec("r10a waits for ffmpeg", 1.0)])
+            time.sleep(3)
+            waiting = c.videos([sub])[sub.video]
+            out.note(
+                f"a video submitted meanwhile: {waiting.state}, not in the ledger: {not c.ledger([sub])[sub.task]}"
+            )
+            out.expect(waiting.state == "pending" and not c.ledger([sub])[sub.task], "a worker took the video")
+            run, problems = refused_run(
+                [self.host],
+                self.playbook_argv([]),
+                "Refuse a required command the host cannot run",
+                r"ffmpeg",
+                cwd=str(PROJECT),
+                env=self.playbook_env(),
+            )
+            out.note(
+                f"site.yml: exit {run.rc}, refused at '{run.task}', changed={run.total_changed}: "
+                f'"{run.message.split(": ", 1)[-1][:200]}"'
+            )
+            out.expect(not problems, "the deploy was not refused cleanly: " + "; ".join(problems))
+        finally:
+            self.host.sh(f"chmod a+x {shlex.quote(ffmpeg)}")
+            self.host.sh(f"systemctl reset-failed {c.unit}; systemctl start {c.unit}")
+        back = time.time()
+        videos = c.wait([sub], 60) if sub else {}
+        if sub:
+            video = videos[sub.video]
+            out.seconds = video.updated_at - back if video.state == "done" and video.updated_at else None
+            out.note(f"ffmpeg executable again, `systemctl start`: the video {video.state} {secs(out.seconds)} s later")
+            out.tally = c.tally([sub], videos)
+            out.expect(video.state == "done", f"the waiting video {video.state}")
+
+    # --- 10b: a stop in the re-exec window -------------------------------------------------------
+
+    def row_stop_in_reexec_window(self, c: Column, out: Outcome) -> None:
+        """SIGTERM after the worker checked that no stop was asked and before its execve (a
+        test-only drop-in holds it 3 s there): it stops; the new image never runs, and a video
+        sent meanwhile waits for the next start."""
+        assert isinstance(c, RoleColumn)
+        self.host.sh(
+            f"mkdir -p {WINDOW_DROP_IN.rsplit('/', 1)[0]} && "
+            f"printf '[Service]\\nEnvironment=CELERY_STABLE_TEST_REEXEC_PAUSE_SEC=3\\n' > {WINDOW_DROP_IN} && "
+            f"systemctl daemon-reload && systemctl restart {c.unit}"
+        )
+        sub: Sub | None = None
+        try:
+            since = time.time()
+            c.ready_after(since - 5, 30)
+            pid0 = c.main_pid()
+            self.host.sh(f"systemctl reload {c.unit}")
+            window = poll(lambda: first(c.journal(since), r"in the re-exec window"), 30, 0.2)
+            out.expect(window, "the worker never reached its re-exec window")
+            [sub] = c.submit([spec("r10b sent during the window", 1.0)])
+            self.host.sh(f"systemctl stop --no-block {c.unit}")
+            stopped = poll(lambda: self.host.prop(c.unit, "ActiveState") in ("inactive", "failed"), 60, 0.2)
+            entries = c.journal(since)
+            props = self.host.show(c.unit, "ActiveState", "Result")
+            said = first(entries, r"a stop came before the re-exec")
+            again = first(entries, r"ready: consuming", window or since)
+            waiting = c.videos([sub])[sub.video]
+            out.seconds = stopped and said and window and said - window
+            out.note(
+                f"`systemctl reload` then, in the window, `systemctl stop`: {props.get('ActiveState')} "
+                f'({props.get("Result")}), pid {pid0}; "a stop came before the re-exec" '
+                f"{'logged' if said else 'NOT logged'}; the new image {'RAN' if again else 'never ran'}; the video "
+                f"sent meanwhile {waiting.state}"
+            )
+            out.expect(stopped and props.get("Result") == "success", "the worker did not stop cleanly")
+            out.expect(said and not again, "the re-exec went ahead after the stop")
+            out.expect(waiting.state == "pending", f"the video sent during the window was {waiting.state}")
+        finally:
+            self.host.sh(f"rm -f {WINDOW_DROP_IN} && systemctl daemon-reload && systemctl start {c.unit}")
+        videos = c.wait([sub], 60) if sub else {}
+        if sub:
+            out.note(f"drop-in removed, `systemctl start`: the video {videos[sub.video].state}")
+            out.tally = c.tally([sub], videos)
+            out.expect(videos[sub.video].state == "done", "the waiting video was not done")
+
+    # --- 10c: Redis frozen (a blackhole: no answer, no refusal) ----------------------------------
+
+    def row_redis_frozen(self, c: Column, out: Outcome) -> None:
+        """Redis stops answering for 4 watchdog periods mid-render (SIGSTOP: connections stay
+        open, nothing comes back, as with dropped packets): no worker is killed for it."""
+        assert isinstance(c, RoleColumn)
+        since, pid0, restarts0 = time.time(), c.main_pid(), c.restarts()
+        slow = {"kind": "slow", "at_frame": 0, "seconds": 0.2}
+        subs = c.submit([spec("r10c rendering through a frozen Redis", 2.0, slow), spec("r10c behind", 1.0)])
+        c.wait(subs, 30, until=lambda v: v[subs[0].video].state == "processing")
+        watchdog = self.watchdog_sec(c)
+        frozen_for = 4 * watchdog
+        self.host.sh("kill -STOP $(systemctl show -P MainPID redis-server)")
+        try:
+            time.sleep(frozen_for)
+        finally:
+            self.host.sh("kill -CONT $(systemctl show -P MainPID redis-server)")
+        thawed = time.time()
+        videos = c.wait(subs, 90)
+        entries = c.journal(since)
+        pid1, restarts1 = c.main_pid(), c.restarts()
+        killed = first(entries, r"Watchdog timeout|Main process exited")
+        records = c.ledger(subs)
+        out.seconds = (videos[subs[0].video].updated_at or thawed) - thawed if videos[subs[0].video].final else None
+        out.note(
+            f"redis-server SIGSTOPped {frozen_for:g} s ({frozen_for / watchdog:g} x WatchdogSec) mid-render; "
+            f"MainPID {'unchanged' if pid1 == pid0 else f'{pid0} -> {pid1}'}, NRestarts {restarts0} -> {restarts1}, "
+            f"{'a watchdog kill' if killed else 'no watchdog kill'}; videos "
+            + ", ".join(f"{videos[s.video].state} (attempt {records[s.task].get('attempts')})" for s in subs)
+            + f", the first {secs(out.seconds)} s after the thaw"
+        )
+        out.tally = c.tally(subs, videos)
+        out.expect(not killed and pid1 == pid0 and restarts1 == restarts0, "the worker was killed for Redis")
+        out.expect(all(videos[s.video].state == "done" for s in subs), "a video was not done")
+        out.expect(all(records[s.task].get("attempts") == 1 for s in subs), "a video ran twice")
+
+    def watchdog_sec(self, c: Column) -> float:
+        usec = self.host.out(f"systemctl show -P WatchdogUSec {c.unit} --timestamp=unix")
+        spans = self.host.out(f"systemd-analyze timespan {shlex.quote(usec)} | sed -n 's/.*μs: //p'")
+        return int(spans) / 1e6
+
+    # --- 10d: the worker's clock 10 minutes off ---------------------------------------------------
+
+    def row_clock_skew(self, c: Column, out: Outcome) -> None:
+        """The worker host's clock 10 minutes behind, then 10 minutes ahead (libfaketime in its
+        unit; systemd, Redis and the recovery timer keep the true time): every age the runtime
+        judges is read on Redis's clock, so no healthy render is failed as stuck."""
+        assert isinstance(c, RoleColumn)
+        find = "dpkg -L libfaketime 2>/dev/null | grep -m1 '/libfaketime.so.1$'"
+        lib = self.host.out(f"{find} || {{ apt-get install -y -qq faketime >/dev/null 2>&1 && {find}; }}", timeout=300)
+        out.expect(lib, "libfaketime could not be installed")
+        subs: list[Sub] = []
+        try:
+            for skew in ("-10m", "+10m"):
+                self.host.sh(
+                    f"mkdir -p {SKEW_DROP_IN.rsplit('/', 1)[0]} && printf '%s\\n' '[Service]' "
+                    f"'Environment=LD_PRELOAD={lib} FAKETIME={skew} FAKETIME_DONT_FAKE_MONOTONIC=1' "
+                    f"> {SKEW_DROP_IN} && "
+                    f"systemctl daemon-reload && systemctl restart {c.unit}"
+                )
+                c.ready_after(time.time() - 5, 60)
+                pid = c.main_pid()
+                environ = f"tr '\\0' '\\n' < /proc/{pid}/environ"
+                seen = self.host.out(f"{environ} | grep -c '^FAKETIME={skew}$'", check=False)
+                # A render longer than the stuck threshold, reporting progress all along.
+                slow = {"kind": "slow", "at_frame": 0, "seconds": (self.stuck * 1.5) / 25}
+                [sub] = c.submit([spec(f"r10d clock {skew}", 1.0, slow)])
+                subs.append(sub)
+                videos = c.wait([sub], self.stuck * 4 + 30)
+                record = c.ledger([sub])[sub.task]
+                video = videos[sub.video]
+                out.note(
+                    f"worker clock {skew} (FAKETIME in its environment: {'yes' if seen == '1' else 'NO'}): a "
+                    f"{self.stuck * 1.5:g}-s render (stuck after {self.stuck:g} s) {video.state}, ledger "
+                    f"{record.get('state')}, attempt {record.get('attempts')}"
+                )
+                out.expect(seen == "1", f"the worker did not run with FAKETIME={skew}")
+                out.expect(video.state == "done" and record.get("attempts") == 1, f"clock {skew}: {video.state}")
+        finally:
+            self.host.sh(f"rm -f {SKEW_DROP_IN} && systemctl daemon-reload && systemctl restart {c.unit}")
+        out.tally = c.tally(subs, c.videos(subs))
+
     # --- the whole run -----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -1526,6 +1715,47 @@ class Matrix:
                 "as row 5",
             ),
             self.row_no_reap,
+            guide=False,
+        )
+        self.run_row(
+            R(
+                "10a",
+                "ffmpeg not executable",
+                "check-config and the preflight refuse, naming it; the worker exits 78, not restarted, takes nothing; "
+                "put back, the video is done",
+                "start to the video done",
+            ),
+            self.row_ffmpeg_missing,
+            guide=False,
+        )
+        self.run_row(
+            R(
+                "10b",
+                "SIGTERM in the re-exec window",
+                "the worker stops (success); the new image never runs; the video sent meanwhile is done at next start",
+                "window to the stop",
+            ),
+            self.row_stop_in_reexec_window,
+            guide=False,
+        )
+        self.run_row(
+            R(
+                "10c",
+                "Redis frozen mid-render (no answer)",
+                "no watchdog kill, MainPID and NRestarts unchanged; both videos done once",
+                "thaw to the first done",
+            ),
+            self.row_redis_frozen,
+            guide=False,
+        )
+        self.run_row(
+            R(
+                "10d",
+                "worker clock 10 min behind, then ahead",
+                "renders longer than the stuck threshold done on attempt 1 both ways",
+                "-",
+            ),
+            self.row_clock_skew,
             guide=False,
         )
         elapsed = time.time() - started
