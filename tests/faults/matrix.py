@@ -1562,6 +1562,56 @@ class Matrix:
             self.host.sh(f"rm -f {SKEW_DROP_IN} && systemctl daemon-reload && systemctl restart {c.unit}")
         out.tally = c.tally(subs, c.videos(subs))
 
+    # --- 10e: the output directory full during a render ------------------------------------------
+
+    def row_disk_full(self, c: Column, out: Outcome) -> None:
+        """The app's output directory fills up mid-render (a 1 MiB filesystem on it, filled
+        once the render runs): the task fails with a reason naming the disk, the worker lives on,
+        and once there is room again the next video is done."""
+        assert isinstance(c, RoleColumn)
+        outdir = self.host.out(f"set -a; . {ROLE_ENV}; echo $GUIDE_OUTPUT_DIR")
+        pid0, restarts0 = c.main_pid(), c.restarts()
+        self.host.sh(f"mount -t tmpfs -o size=1m,mode=0750,uid=$(id -u celery),gid=$(id -g celery) tmpfs {outdir}")
+        subs: list[Sub] = []
+        try:
+            # The worker's own view of the directory (its mount namespace, ProtectSystem=strict).
+            seen = self.host.out(f"nsenter -t {pid0} -m df --output=fstype {outdir} | tail -1", check=False)
+            if seen != "tmpfs":
+                # Not propagated into the running unit's namespace: a fresh start sees it.
+                self.host.sh(f"systemctl restart {c.unit}")
+                pid0, restarts0 = c.main_pid(), c.restarts()
+                seen = self.host.out(f"nsenter -t {pid0} -m df --output=fstype {outdir} | tail -1", check=False)
+                out.note("(the mount reached the worker after a restart)")
+            out.expect(seen == "tmpfs", f"the worker does not see the small filesystem ({seen!r})")
+            slow = {"kind": "slow", "at_frame": 0, "seconds": 0.1}
+            [full] = c.submit([spec("r10e into a full disk", 2.0, slow)])
+            subs.append(full)
+            c.wait([full], 30, until=lambda v: v[full.video].state == "processing")
+            self.host.sh(f"dd if=/dev/zero of={outdir}/filler bs=4k 2>/dev/null; sync", check=False)
+            filled = time.time()
+            videos = c.wait([full], 60)
+            record = c.ledger([full])[full.task]
+            out.seconds = (videos[full.video].updated_at or filled) - filled if videos[full.video].final else None
+            out.note(
+                f"a 1 MiB filesystem on {outdir}, filled mid-render: video {videos[full.video].state} "
+                f'{secs(out.seconds)} s later (the app: "{videos[full.video].error[:60]}"); ledger '
+                f'{record.get("state")}/{record.get("cause")}: "{(record.get("reason") or "")[:140]}"'
+            )
+            self.check_ledger(out, record, state="failed", cause="error", reason=f"{outdir} is full (")
+        finally:
+            self.host.sh(f"umount {outdir}", check=False)
+        [after] = c.submit([spec("r10e with room again", 1.0)])
+        subs.append(after)
+        videos = c.wait(subs, 60)
+        pid1, restarts1 = c.main_pid(), c.restarts()
+        out.note(
+            f"filesystem removed (room again): the next video {videos[after.video].state}; MainPID "
+            f"{'unchanged' if pid1 == pid0 else f'{pid0} -> {pid1}'}, NRestarts {restarts0} -> {restarts1}"
+        )
+        out.tally = c.tally(subs, videos)
+        out.expect(pid1 == pid0 and restarts1 == restarts0, "the worker was harmed")
+        out.expect(videos[after.video].state == "done", "the next video was not done")
+
     # --- the whole run -----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -1756,6 +1806,16 @@ class Matrix:
                 "-",
             ),
             self.row_clock_skew,
+            guide=False,
+        )
+        self.run_row(
+            R(
+                "10e",
+                "output directory full mid-render",
+                "failed, the reason naming the full disk; the worker unharmed; the next video done with room again",
+                "disk full to failed",
+            ),
+            self.row_disk_full,
             guide=False,
         )
         elapsed = time.time() - started

@@ -33,6 +33,7 @@ DEMO_DEFAULTS = {
     "CELERY_STABLE_APP_MODULE": "video_renderer.celery_app",
     "CELERY_STABLE_GIVEUP_TASK": "video_renderer.mark_given_up",
     "CELERY_STABLE_REQUIRED_COMMANDS": "ffmpeg",
+    "CELERY_STABLE_APP_WRITE_PATHS": "/var/lib/celery-stable/videos",
 }
 
 

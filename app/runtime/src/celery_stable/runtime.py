@@ -31,7 +31,7 @@ from celery.worker import state as worker_state
 from kombu.utils.url import maybe_sanitize_url
 from redis import exceptions as redis_errors
 
-from . import broker, peers, recycle, reload
+from . import broker, diskspace, peers, recycle, reload
 from .attach import EX_CONFIG
 from .ledger import NOW, Ledger, Owner, TaskRecord, merge_tags, redis_client
 from .monitor import ENFORCE_SLACK_SEC, CurrentTask, Monitor, Reporter, TaskTracker
@@ -509,6 +509,9 @@ class Runtime:
             move = ("done", "rejected", "rejected by the task")
         else:
             reason = f"{type(retval).__name__}: {retval}" if retval else "ended without a result"
+            full = diskspace.full_paths(self.settings.app_write_paths)
+            if full:
+                reason = f"{'; '.join(full)}: {reason}"
             move = ("failed", "error", reason[:1000])
         try:
             outcome = self.ledger.finish(

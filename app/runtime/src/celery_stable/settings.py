@@ -98,6 +98,17 @@ def _abs_path(raw: str) -> str:
 _COMMAND_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
+def _abs_paths(raw: str) -> tuple[str, ...]:
+    paths = tuple(item for item in raw.split() if item)
+    bad = [p for p in paths if not p.startswith("/")]
+    if bad:
+        raise Invalid(
+            f"{', '.join(map(repr, bad))}: expected absolute paths separated by spaces, such as "
+            "`/var/lib/celery-stable/videos`"
+        )
+    return paths
+
+
 def _commands(raw: str) -> tuple[str, ...]:
     commands = tuple(item for item in re.split(r"[\s,]+", raw.strip()) if item)
     bad = [c for c in commands if not (c.startswith("/") or _COMMAND_NAME.fullmatch(c))]
@@ -181,6 +192,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CELERY_STABLE_LEDGER_KEEP", "ledger_keep", "celery_stable_ledger_keep", "10000",
              _int(10, 10_000_000, "records"),
              "finished tasks kept in the ledger per final state (oldest dropped first)"),
+    Variable("CELERY_STABLE_APP_WRITE_PATHS", "app_write_paths", "celery_stable_app_write_paths",
+             "", _abs_paths,
+             "directories the app writes: a task that fails while one is full has it named in "
+             "its reason; empty: none"),
     Variable("CELERY_STABLE_REQUIRED_COMMANDS", "required_commands",
              "celery_stable_required_commands", "", _commands,
              "commands the app runs, each on PATH and executable before a worker consumes; "
@@ -236,6 +251,7 @@ class Settings:
     stats_interval_sec: int
     metrics_file: Path | None
     ledger_keep: int
+    app_write_paths: tuple[str, ...]
     required_commands: tuple[str, ...]
     systemd: SystemdEnv = field(default_factory=SystemdEnv)
 

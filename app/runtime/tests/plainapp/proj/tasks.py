@@ -105,3 +105,12 @@ def hog(megabytes):
 def env(name):
     """What this worker's environment says (a reload must bring the new environment file)."""
     return os.environ.get(name)
+
+
+@app.task(name="proj.write")
+def write(path, kilobytes):
+    """The app's output: a file of this size, written the way any app writes one."""
+    with open(path, "wb") as out:
+        for _ in range(kilobytes):
+            out.write(b"\0" * 1024)
+    return path
