@@ -270,6 +270,56 @@ class Run:
         )
         shutil.rmtree(app.parent, ignore_errors=True)
 
+    # --- 5 -----------------------------------------------------------------------------------
+
+    def stale_attempt(self) -> None:
+        """Issue 10 item 4, on the two instances' one output directory: an attempt stalled
+        (SIGSTOP) is given up as stuck and retried, the retry is done on the other instance,
+        then the stalled one resumes and renders to the end: the winner's file survives, bit for
+        bit, and the loser leaves nothing."""
+        self.log("5. a stale attempt resumed after its retry won")
+        poll(lambda: all(self.idle(n) for n in INSTANCES), 60, 1.0)
+        fault = {"kind": "slow", "at_frame": 0, "seconds": 0.4, "on_attempts": 1}
+        video = self.submit(spec("i5 stale", 1.0, fault))  # attempt 1: 25 frames x 0.4 s
+        running = self.wait_running(video)
+        self.expect(running, "the video never started")
+        if not running:
+            return
+        stale = running["task"]["instance"]
+        pid = self.state(stale)["MainPID"]
+        time.sleep(2)  # a few frames into the temp file
+        since = time.time()
+        self.host.sh(f"kill -STOP {pid}")
+        try:
+            time.sleep(4)  # its last heartbeat is now more than 3 s old
+            self.host.sh("celery-stable recover --stuck-after 3")
+            self.host.sh(f"celery-stable retry {video}")
+            record = self.wait_final([video], 60)[video]
+            output = record.get("output") or ""
+            before = self.host.out(f"stat -c '%i %s' {output} && sha256sum < {output}") if output else ""
+        finally:
+            self.host.sh(f"kill -CONT {pid}")
+        dropped = poll(
+            lambda: first(
+                self.host.journal(since, "-u", unit(stale)), rf"video {video} rendered, but the video is done"
+            ),
+            60,
+            1.0,
+        )
+        after = self.host.out(f"stat -c '%i %s' {output} && sha256sum < {output}") if output else ""
+        left = self.host.out(f"ls -a {Path(output).parent} | grep -F {video} || true") if output else ""
+        self.log(
+            f"@{stale} stalled mid-render, given up, retried: video {record['state']} on "
+            f"@{record['task'].get('instance')} (attempt {record['task'].get('attempts')}); @{stale} resumed and "
+            f"{'dropped its output' if dropped else 'never said it dropped its output'}; the winner's file "
+            f"{'unchanged (same inode, size, sha256)' if before and before == after else 'CHANGED'}; files of it: "
+            f"{left.split()}"
+        )
+        self.expect(record["state"] == "done" and record["task"].get("attempts") == 2, "the retry was not done")
+        self.expect(dropped, "the stale attempt never finished")
+        self.expect(before and before == after, "the winner's file was replaced or removed")
+        self.expect(left.split() == [Path(output).name], f"the loser left files: {left.split()}")
+
     def marker_at(self, instance: str, pid: str, stamp: str, since: float) -> float | None:
         for entry in self.host.journal_records(since, "-u", unit(instance)):
             if entry.get("_PID") == pid and MARKER.format(stamp=stamp) in entry["MESSAGE"]:
@@ -290,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     deploy = args.deploy[1:] if args.deploy[:1] == ["--"] else args.deploy
     run = Run(Host(args.host), deploy)
-    for step in (run.both_consume, run.one_crashes, run.one_recycles, run.deploy_during_render, run.lost):
+    steps = (run.both_consume, run.one_crashes, run.one_recycles, run.deploy_during_render, run.stale_attempt, run.lost)
+    for step in steps:
         step()
     print(f"{len(run.failures)} failure(s)" + "".join(f"\n  - {f}" for f in run.failures))
     return 1 if run.failures else 0
