@@ -704,10 +704,11 @@ class Matrix:
         subs += c.submit([spec(f"r3b behind {n}", 0.4) for n in (1, 2)])
         self.recycle(c, out, subs, since, pid0, restarts0, r"RSS \d+ MB >=")
         if c.role:
+            # Quoted: an instance's cgroup is under system-celery\x2dworker.slice.
             cgroup = self.host.prop(c.unit, "ControlGroup")
+            v1, v2 = shlex.quote(f"/sys/fs/cgroup/memory{cgroup}"), shlex.quote(f"/sys/fs/cgroup{cgroup}")
             fail = self.host.out(
-                f"cat /sys/fs/cgroup/memory{cgroup}/memory.failcnt 2>/dev/null || "
-                f"grep -w max /sys/fs/cgroup{cgroup}/memory.events 2>/dev/null",
+                f"cat {v1}/memory.failcnt 2>/dev/null || grep -w max {v2}/memory.events 2>/dev/null",
                 check=False,
             ).split()
             hits = int(fail[-1]) if fail and fail[-1].isdigit() else -1
