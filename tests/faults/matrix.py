@@ -1526,12 +1526,14 @@ class Matrix:
         out.tally = c.tally(subs, videos)
         given_up = [s for s in subs if records[s.task].get("state") == "failed"]
         for sub in given_up:
-            out.note(f'given up with its reason: "{(records[sub.task].get("reason") or "")[:120]}"')
+            record = records[sub.task]
+            out.note(f'failed {record.get("cause")}, with its reason: "{(record.get("reason") or "")[:120]}"')
         out.expect(not killed and pid1 == pid0 and restarts1 == restarts0, "the worker was killed for Redis")
-        # Done, or resolved with a reason: the outage is twice the matrix's 10 s stuck threshold
-        # (the guide's 300 s divided by 30), and no heartbeat could be written during it.
+        # Done, or resolved with a reason (the issue's terms): the outage is twice the matrix's
+        # 10 s stuck threshold (the guide's 300 s divided by 30), and the app's own Redis calls
+        # may time out during it.
         out.expect(out.tally.lost == 0 and out.tally.done + out.tally.failed == len(subs), "a video was lost")
-        out.expect(all(records[s.task].get("cause") == "stuck" for s in given_up), "given up for another cause")
+        out.expect(all(records[s.task].get("reason") for s in given_up), "a video failed with no reason")
         out.expect(all(records[s.task].get("attempts") == 1 for s in subs), "a video ran twice")
 
     def watchdog_sec(self, c: Column) -> float:
@@ -1594,9 +1596,13 @@ class Matrix:
     # --- 10e: the output directory full during a render ------------------------------------------
 
     def row_disk_full(self, c: Column, out: Outcome) -> None:
-        """The app's output directory fills up mid-render (a 1 MiB filesystem on it, filled
-        once the render runs): the task fails with a reason naming the disk, the worker lives on,
-        and once there is room again the next video is done."""
+        """The app's output directory full (a 1 MiB filesystem on it, filled) when a render
+        runs: the task fails with a reason naming the disk, the worker lives on, and once there
+        is room again the next video is done. Filled before the render, not in its middle: the
+        guide's ffmpeg buffers a small video's output until it closes the file, and on a disk
+        that fills meanwhile it prints "Error closing file ... No space left on device" and still
+        exits 0 (ffmpeg 5.1, measured here), so the app records a truncated video as done; no
+        runtime can call that a failure."""
         assert isinstance(c, RoleColumn)
         outdir = self.host.out(f"set -a; . {ROLE_ENV}; echo $GUIDE_OUTPUT_DIR")
         mount = f"mount -t tmpfs -o size=1m,mode=0750,uid=$(id -u celery),gid=$(id -g celery) tmpfs {outdir}"
@@ -1607,17 +1613,15 @@ class Matrix:
             pid0, restarts0 = c.main_pid(), c.restarts()
             seen = self.host.out(f"grep -c ' {outdir} .* - tmpfs ' /proc/{pid0}/mountinfo", check=False)
             out.expect(seen.isdigit() and int(seen) > 0, f"the worker does not see the small filesystem ({seen!r})")
-            slow = {"kind": "slow", "at_frame": 0, "seconds": 0.1}
-            [full] = c.submit([spec("r10e into a full disk", 2.0, slow)])
-            subs.append(full)
-            c.wait([full], 30, until=lambda v: v[full.video].state == "processing")
             self.host.sh(f"dd if=/dev/zero of={outdir}/filler bs=4k 2>/dev/null; sync", check=False)
             filled = time.time()
+            [full] = c.submit([spec("r10e into a full disk", 2.0)])
+            subs.append(full)
             videos = c.wait([full], 60)
             record = c.ledger([full])[full.task]
             out.seconds = (videos[full.video].updated_at or filled) - filled if videos[full.video].final else None
             out.note(
-                f"a 1 MiB filesystem on {outdir}, filled mid-render: video {videos[full.video].state} "
+                f"a 1 MiB filesystem on {outdir}, full: a render there {videos[full.video].state} "
                 f'{secs(out.seconds)} s later (the app: "{videos[full.video].error[:60]}"); ledger '
                 f'{record.get("state")}/{record.get("cause")}: "{(record.get("reason") or "")[:140]}"'
             )
@@ -1836,7 +1840,7 @@ class Matrix:
         self.run_row(
             R(
                 "10e",
-                "output directory full mid-render",
+                "output directory full",
                 "failed, the reason naming the full disk; the worker unharmed; the next video done with room again",
                 "disk full to failed",
             ),
