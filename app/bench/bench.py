@@ -1,6 +1,6 @@
-"""Benchmark of what the runtime costs the video renderer (not a test): prints one table.
+"""Benchmark of what the runtime costs the video renderer (not a test): prints its tables.
 
-    python app/bench/bench.py [--runs 15]
+    python app/bench/bench.py [--runs 15] [--renders 40] [--rounds 2] [--only costs|throughput]
 
 Starts its own redis-server on a loopback port and real worker processes, run as the role's
 unit runs them (``celery -A celery_stable.attach worker`` with
@@ -11,13 +11,20 @@ systemd would. Measures:
     READY=1 of the re-executed image;
   * idle worker RSS, after start and after a re-exec;
   * SIGSEGV to resolved (the runtime's ledger puts the video back): through the ExecStopPost
-    hook (`celery-stable reap`) and through the start-up reap of the next worker.
+    hook (`celery-stable reap`) and through the start-up reap of the next worker;
+  * throughput (``--only throughput`` runs this part alone): videos per minute for one batch of
+    renders of app/examples/hello.json with 1 and with 2 solo workers under the runtime (each its
+    own CELERY_STABLE_INSTANCE, the role's Redis persistence), beside the physical limit: the
+    renderer called directly in 2 processes, without Celery. Timed from the first submit to the
+    last done with the video records' own times (workers READY before the batch; polling is one
+    round trip every 0.5 s and times nothing), with where the CPU went.
 Needs the runtime and the app installed (app/runtime, app/video), redis-server and ffmpeg.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -29,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +50,18 @@ from video_renderer.render import render_video
 from video_renderer.spec import validate_spec
 from video_renderer.tasks import RENDER_TASK
 
-WORKER = [
-    "-m", "celery", "-A", "celery_stable.attach", "worker", "--pool=solo",
-    "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-    "--hostname=worker@bench", "--queues=videos", "--loglevel=WARNING",
-]  # fmt: skip
+
+def worker_args(hostname: str = "worker@bench", loglevel: str = "WARNING") -> list[str]:
+    """The role's worker command line, for ``sys.executable``."""
+    return [
+        "-m", "celery", "-A", "celery_stable.attach", "worker", "--pool=solo",
+        "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        f"--hostname={hostname}", "--queues=videos", f"--loglevel={loglevel}",
+    ]  # fmt: skip
+
+
+WORKER = worker_args()
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.json"
 SPEC: dict[str, Any] = {
     "title": "bench",
     "width": 640,
@@ -89,15 +104,18 @@ class Notify:
 
 
 class Bench:
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, *, role_persistence: bool = False) -> None:
         self.workdir = Path(workdir)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
+        # The role's redis.conf writes an append-only file, fsynced every second.
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
         # redis-server from PATH, as the tests find it.
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",  # noqa: S607
-             workdir, "--save", "", "--appendonly", "no"],
+             workdir, "--save", "",
+             *(persistence if role_persistence else ["--appendonly", "no"])],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -246,20 +264,339 @@ def measure_crash(bench: Bench, via_hook: bool) -> float:
     return resolved
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
-    args = parser.parse_args()
-    if not shutil.which("redis-server") or not shutil.which("ffmpeg"):
-        print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
-        return 2
+# --- throughput: 1 and 2 workers beside the renderer called directly in 2 processes ---------------
+
+# One direct renderer process: the app's own render function, no Celery, no Redis. It imports
+# and reports "ready" first, then waits for "go", so that its start-up is not timed (the
+# workers are READY before their batch too); it prints when each render ended and its CPU.
+DIRECT_CHILD = """
+import json, math, resource, sys, time
+from pathlib import Path
+import cv2
+from video_renderer.render import render_video
+from video_renderer.spec import validate_spec
+cv2.setNumThreads(1)
+spec = validate_spec(json.loads(sys.argv[1]), allow_fault=False)
+out, prefix, count = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+print("ready", flush=True)
+sys.stdin.readline()
+own0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+finished = []
+for n in range(count):
+    render_video(spec, out, f"{prefix}{n}", ffmpeg="ffmpeg", deadline=math.inf,
+                 time_limit_sec=math.inf)
+    finished.append(time.time())
+own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = lambda a, b: b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime
+print(json.dumps({"finished": finished, "own": cpu(own0, own), "ffmpeg": cpu(kids0, kids)}))
+"""
+# After READY (or the children's "ready"), before the batch: start-up's last CPU settles.
+SETTLE_SEC = 1.0
+# The bench polls the done count (one pipelined round trip) this often; times come from records.
+POLL_SEC = 0.5
+# Commands that are the bench's own polling and probes, not the app's or the runtime's.
+BENCH_COMMANDS = {"scard", "info", "ping", "hello", "client|setinfo"}
+
+
+def _busy(times: Any) -> float:
+    """The machine's busy CPU time, all cores (guest time is already in user on Linux)."""
+    return float(times.user + times.nice + times.system + times.irq + times.softirq)
+
+
+@dataclass
+class Snapshot:
+    """Cumulative CPU seconds by consumer, and Redis's command counters, at one instant."""
+
+    at: float
+    render: float  # the Python process(es) that draw the frames: a direct child, or a worker
+    ffmpeg: float  # the encoders those processes started and reaped
+    redis: float
+    bench: float
+    busy: float  # the whole machine
+    steal: float
+    commands: dict[str, tuple[int, int]]  # per command: calls, server microseconds
+
+    @classmethod
+    def take(cls, bench: Bench, workers: list[int], direct: tuple[float, float] = (0, 0)) -> Any:
+        own = ffmpeg = 0.0
+        for pid in workers:
+            times = psutil.Process(pid).cpu_times()
+            own += times.user + times.system
+            ffmpeg += times.children_user + times.children_system
+        server = psutil.Process(bench.redis.pid).cpu_times()
+        me = psutil.Process().cpu_times()
+        machine = psutil.cpu_times()
+        stats = bench.store.client.info("commandstats")
+        return cls(
+            at=time.monotonic(),
+            render=own + direct[0],
+            ffmpeg=ffmpeg + direct[1],
+            redis=server.user + server.system,
+            bench=me.user + me.system,
+            busy=_busy(machine),
+            steal=float(getattr(machine, "steal", 0.0)),
+            commands={
+                name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+                for name, v in stats.items()
+            },
+        )
+
+
+@dataclass
+class Batch:
+    """One batch of renders, timed from the first submit (or "go") to the last done."""
+
+    label: str
+    videos: int
+    seconds: float
+    before: Snapshot
+    after: Snapshot
+    per_worker: list[int] = field(default_factory=list)
+    recycles: int = 0
+    start_cpu: float = 0.0  # one worker image's CPU from exec to READY (what a recycle costs)
+
+    @property
+    def per_minute(self) -> float:
+        return self.videos / self.seconds * 60
+
+    def cpu(self, what: str) -> float:
+        """Core-seconds of ``what`` per video over the batch's window."""
+        return (getattr(self.after, what) - getattr(self.before, what)) / self.videos
+
+    @property
+    def window(self) -> float:
+        return self.after.at - self.before.at
+
+    @property
+    def foreign_cores(self) -> float:
+        """Cores busy with work that is not this benchmark's, on average over the window."""
+        ours = sum(self.cpu(what) for what in ("render", "ffmpeg", "redis", "bench")) * self.videos
+        return max(0.0, self.after.busy - self.before.busy - ours) / self.window
+
+    @property
+    def steal_cores(self) -> float:
+        return (self.after.steal - self.before.steal) / self.window
+
+    def commands(self) -> dict[str, tuple[float, float]]:
+        """Per video, by command: calls and server microseconds (the bench's polling left out)."""
+        out = {}
+        for name, (calls, usec) in self.after.commands.items():
+            calls0, usec0 = self.before.commands.get(name, (0, 0))
+            if name not in BENCH_COMMANDS and calls > calls0:
+                out[name] = ((calls - calls0) / self.videos, (usec - usec0) / self.videos)
+        return out
+
+
+def run_direct(bench: Bench, spec: dict[str, Any], renders: int, processes: int) -> Batch:
+    """The physical limit: the renderer in ``processes`` processes, the batch split evenly."""
+    out = bench.workdir / "direct"
+    env = bench.env()
+    env.pop("NOTIFY_SOCKET")
+    counts = [renders // processes + (n < renders % processes) for n in range(processes)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", DIRECT_CHILD, json.dumps(spec), str(out), f"p{n}-", str(count)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n, count in enumerate(counts)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("a direct renderer process did not start")
+    time.sleep(SETTLE_SEC)
+    before = Snapshot.take(bench, [])
+    started = time.time()
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    results = []
+    for child in children:
+        assert child.stdout is not None
+        results.append(json.loads(child.stdout.readline()))
+        child.wait(30)
+    own = sum(result["own"] for result in results)
+    ffmpeg = sum(result["ffmpeg"] for result in results)
+    after = Snapshot.take(bench, [], direct=(own, ffmpeg))
+    ended = max(max(result["finished"]) for result in results)
+    shutil.rmtree(out, ignore_errors=True)
+    return Batch(f"direct, {processes} processes", renders, ended - started, before, after, counts)
+
+
+def run_workers(
+    bench: Bench, spec: dict[str, Any], renders: int, workers: int, **extra: str
+) -> Batch:
+    """``workers`` solo workers under the runtime, as the role's instances run them."""
+    ready = len(bench.notify.times("READY=1"))
+    procs = []
+    for instance in range(1, workers + 1):
+        log = (bench.workdir / f"worker{instance}.log").open("ab")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *worker_args(f"worker{instance}@bench", "INFO")],
+                env=bench.env(CELERY_STABLE_INSTANCE=str(instance), **extra),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        log.close()
+    bench.workers.extend(procs)
+    wait_for(lambda: len(bench.notify.times("READY=1")) >= ready + workers, 90, 0.1)
+    time.sleep(SETTLE_SEC)
+    pids = [proc.pid for proc in procs]
+    start_cpu = statistics.mean(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+    before = Snapshot.take(bench, pids)
+    done_before, failed_before = bench.store.counts()["done"], bench.store.counts()["failed"]
+    ready = len(bench.notify.times("READY=1"))
+    ids = [bench.submit(spec) for _ in range(renders)]
+
+    def finished() -> bool:
+        counts = bench.store.counts()
+        if counts["failed"] > failed_before:
+            raise RuntimeError(f"a video failed; see {bench.workdir}/worker*.log")
+        return counts["done"] >= done_before + renders
+
+    wait_for(finished, 60 + renders * 30, POLL_SEC)
+    records = [bench.store.get(video_id) for video_id in ids]
+    tasks = [bench.store.ledger.get(video_id) for video_id in ids]
+    first = min(record.created_at for record in records if record)
+    last = max(record.finished_at or 0 for record in records if record)
+    per_worker = [sum(1 for task in tasks if task and task.pid == pid) for pid in pids]
+    # A worker recycles in place after every CELERY_STABLE_MAX_TASKS_PER_CHILD tasks: wait for
+    # each of those re-executions to be READY, so that their CPU is in the window.
+    limit = int(bench.env(**extra).get("CELERY_STABLE_MAX_TASKS_PER_CHILD", "10"))
+    recycles = sum(count // limit for count in per_worker)
+    wait_for(lambda: len(bench.notify.times("READY=1")) >= ready + recycles, 90, 0.1)
+    time.sleep(SETTLE_SEC)
+    after = Snapshot.take(bench, pids)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait(30)
+    shutil.rmtree(bench.workdir / "videos", ignore_errors=True)
+    label = f"{workers} worker{'s' if workers > 1 else ''} under the runtime"
+    return Batch(label, renders, last - first, before, after, per_worker, recycles, start_cpu)
+
+
+def measure_throughput(renders: int, rounds: int) -> list[dict[str, Batch]]:
+    """Each round runs every configuration once; every other round in the reverse order, so a
+    drift in the machine's load hits them alike."""
+    spec = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    workdir = tempfile.mkdtemp(prefix="vrthroughput", dir="/tmp")
+    bench = Bench(workdir, role_persistence=True)
+    plan: list[tuple[str, Callable[[], Batch]]] = [
+        ("direct", lambda: run_direct(bench, spec, renders, 2)),
+        ("1", lambda: run_workers(bench, spec, renders, 1)),
+        ("2", lambda: run_workers(bench, spec, renders, 2)),
+        # Diagnostic: the same 2 workers, but no recycle within the batch.
+        ("2-norecycle", lambda: run_workers(
+            bench, spec, renders, 2, CELERY_STABLE_MAX_TASKS_PER_CHILD=str(renders + 1))),
+    ]  # fmt: skip
+    results: list[dict[str, Batch]] = []
+    try:
+        for round_no in range(rounds):
+            order = plan if round_no % 2 == 0 else plan[::-1]
+            results.append({key: run() for key, run in order})
+    finally:
+        bench.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}"
+
+
+def throughput_rows(results: list[dict[str, Batch]], renders: int) -> list[tuple[str, str, str]]:
+    def rate(key: str) -> float:
+        return statistics.median(result[key].per_minute for result in results)
+
+    def each(key: str) -> str:
+        return ", ".join(f"{result[key].seconds:.2f} s" for result in results)
+
+    def cpu(key: str, what: str) -> float:
+        return statistics.median(result[key].cpu(what) for result in results)
+
+    spec = validate_spec(json.loads(EXAMPLE.read_text(encoding="utf-8")), allow_fault=False)
+    labels = {
+        "direct": "renderer called directly, 2 processes (the limit)",
+        "1": "1 worker under the runtime",
+        "2": "2 workers under the runtime",
+        "2-norecycle": "2 workers, no recycle in the batch (diagnostic)",
+    }
+    rows = [
+        ("batch", f"{renders} x {EXAMPLE.name} ({spec.width}x{spec.height}, "
+         f"{spec.total_frames} frames), {len(results)} rounds", ""),
+    ]  # fmt: skip
+    for key, label in labels.items():
+        rows.append((label, f"{rate(key):.1f} videos/min (batch {each(key)})", ""))
+    rows.append(("2 workers vs 1", f"x {rate('2') / rate('1'):.2f}", ""))
+    rows.append(
+        ("2 workers vs direct parallel", f"{rate('2') / rate('direct') * 100:.1f} %", ">= 95 %")
+    )
+    rows.append(
+        ("2 workers, no recycle, vs direct parallel",
+         f"{rate('2-norecycle') / rate('direct') * 100:.1f} %", ""),
+    )  # fmt: skip
+    rows.append(
+        ("videos per worker (rounds)",
+         "; ".join(f"{'/'.join(map(str, r[k].per_worker))}" for r in results for k in ("2",)),
+         ""),
+    )  # fmt: skip
+    rows.append(("CPU per video, core-ms", "render process + ffmpeg + redis + bench = total", ""))
+    for key, label in labels.items():
+        parts = [cpu(key, what) for what in ("render", "ffmpeg", "redis", "bench")]
+        rows.append(
+            (f"  {label.split(' (')[0]}",
+             " + ".join(_ms(part) for part in parts) + f" = {_ms(sum(parts))}", "")
+        )  # fmt: skip
+    start = statistics.median(result["1"].start_cpu for result in results)
+    recycles = statistics.median(result["2"].recycles for result in results)
+    rows.append(
+        ("  of the worker's: one image's start (a recycle)",
+         f"{_ms(start)} core-ms, x {recycles:g} recycles / {renders} = "
+         f"{_ms(start * recycles / renders)} per video", ""),
+    )  # fmt: skip
+    commands = results[-1]["2"].commands()
+    total_calls = sum(calls for calls, _ in commands.values())
+    total_usec = sum(usec for _, usec in commands.values())
+    top = sorted(commands.items(), key=lambda item: -item[1][0])[:6]
+    rows.append(
+        ("Redis per video (2 workers, submit included)",
+         f"{total_calls:.1f} commands, {total_usec / 1000:.2f} ms of server time", ""),
+    )  # fmt: skip
+    rows.append(("  by command", ", ".join(f"{name} {calls:.1f}" for name, (calls, _) in top), ""))
+    foreign = [batch.foreign_cores for result in results for batch in result.values()]
+    steal = [batch.steal_cores for result in results for batch in result.values()]
+    rows.append(
+        ("other work on the machine during batches",
+         f"{statistics.mean(foreign):.2f} cores on average (max {max(foreign):.2f}), "
+         f"steal {statistics.mean(steal):.2f}", ""),
+    )  # fmt: skip
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(row[0]) for row in rows)
+    value_width = max(len(row[1]) for row in rows)
+    print(f"{'measure':<{width}}  {'value':<{value_width}}  goal")
+    for name, value, goal in rows:
+        print(f"{name:<{width}}  {value:<{value_width}}  {goal}".rstrip())
+
+
+def measure_costs(runs: int) -> list[tuple[str, str, str]]:
+    """Per-task overhead, recycle dead time, idle RSS, SIGSEGV to resolved: one worker."""
     workdir = tempfile.mkdtemp(prefix="vrbench", dir="/tmp")
     bench = Bench(workdir)
     try:
         proc = bench.start_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="1000")
         time.sleep(2)
         idle_rss = psutil.Process(proc.pid).memory_info().rss / 2**20
-        direct, worker, inside = measure_overhead(bench, args.runs)
+        direct, worker, inside = measure_overhead(bench, runs)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         proc = bench.start_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="1")
@@ -275,7 +612,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     frames = validate_spec(SPEC, allow_fault=False).total_frames
     overhead = (worker - direct) / direct * 100
-    rows = [
+    return [
         ("video", f"{SPEC['width']}x{SPEC['height']}, {frames} frames", ""),
         ("renderer called directly (median)", f"{direct * 1000:.0f} ms", ""),
         ("through the worker, submit to done (median)", f"{worker * 1000:.0f} ms", ""),
@@ -289,11 +626,44 @@ def main() -> int:
         ("SIGSEGV -> resolved, reap hook", f"{hook * 1000:.0f} ms", "<= 60 s"),
         ("SIGSEGV -> resolved, next worker start", f"{startup * 1000:.0f} ms", "<= 60 s"),
     ]  # fmt: skip
-    width = max(len(row[0]) for row in rows)
-    value_width = max(len(row[1]) for row in rows)
-    print(f"{'measure':<{width}}  {'value':<{value_width}}  goal")
-    for name, value, goal in rows:
-        print(f"{name:<{width}}  {value:<{value_width}}  {goal}")
+
+
+def _load() -> str:
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="rounds of the per-task overhead")
+    parser.add_argument("--renders", type=int, default=40, help="videos in a throughput batch")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the throughput batches")
+    parser.add_argument(
+        "--only", choices=("costs", "throughput"), help="run one part: the per-task costs "
+        "(overhead, recycle, RSS, SIGSEGV) or the throughput with 1 and 2 workers",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if not shutil.which("redis-server") or not shutil.which("ffmpeg"):
+        print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
+        return 2
+    load_before = _load()
+    if args.only != "throughput":
+        print_table(measure_costs(args.runs))
+    ratios: tuple[float, float] | None = None
+    if args.only != "costs":
+        if args.only is None:
+            print()
+        results = measure_throughput(args.renders, args.rounds)
+        print_table(throughput_rows(results, args.renders))
+
+        def rate(key: str) -> float:
+            return statistics.median(result[key].per_minute for result in results)
+
+        ratios = (rate("2") / rate("1"), rate("2") / rate("direct"))
+    print(f"load average (1 / 5 / 15 min): before {load_before}, after {_load()} "
+          f"({os.cpu_count()} cores)")  # fmt: skip
+    if ratios is not None:
+        print(f"throughput_2_vs_1: {ratios[0]:.3f}")
+        print(f"throughput_2_vs_direct_parallel: {ratios[1]:.3f}")
     return 0
 
 
