@@ -24,10 +24,12 @@ Needs the runtime and the app installed (app/runtime, app/video), redis-server a
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
 import signal
+import site
 import socket
 import statistics
 import subprocess
@@ -40,10 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import celery_stable
 import cv2
 import psutil
 from celery_stable.ledger import redis_client
 
+import video_renderer
 from video_renderer.celery_app import app
 from video_renderer.jobs import VideoStore
 from video_renderer.render import render_video
@@ -134,10 +138,13 @@ class Bench:
             return False
 
     def env(self, **extra: str) -> dict[str, str]:
+        # PYTHONDONTWRITEBYTECODE (set in some shells and CI images) goes too: the unit never has
+        # it, and with it each worker start compiles every module again (compile_bytecode()).
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("CELERY_", "VIDEO_RENDERER_", "NOTIFY_SOCKET", "WATCHDOG_"))
+            and k != "PYTHONDONTWRITEBYTECODE"
         }
         env.update(
             CELERY_BROKER_URL=self.url,
@@ -482,6 +489,13 @@ def run_workers(
     return Batch(label, renders, last - first, before, after, per_worker, recycles, start_cpu)
 
 
+def compile_bytecode() -> None:
+    """Compile every module the workers import, as the role does on the host (its workers
+    cannot write ``__pycache__``): a worker image's start is then what it is in production."""
+    for directory in {*site.getsitepackages(), *celery_stable.__path__, *video_renderer.__path__}:
+        compileall.compile_dir(directory, quiet=1, workers=0)
+
+
 def measure_throughput(renders: int, rounds: int) -> list[dict[str, Batch]]:
     """Each round runs every configuration once; every other round in the reverse order, so a
     drift in the machine's load hits them alike."""
@@ -645,6 +659,7 @@ def main() -> int:
     if not shutil.which("redis-server") or not shutil.which("ffmpeg"):
         print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
         return 2
+    compile_bytecode()
     load_before = _load()
     if args.only != "throughput":
         print_table(measure_costs(args.runs))
