@@ -50,14 +50,19 @@ mirror_json=""
 find_links="[]"
 [[ -n "$(ls -A .cache/wheelhouse 2>/dev/null)" ]] && find_links='["/srv/celery-stable-wheels"]'
 cat >"$state/inventory.yml" <<YAML
-# Written by scripts/deploy.sh: the local demo host.
+# Written by scripts/deploy.sh: the local demo host, its own broker (Redis on loopback).
+all:
+  vars:
+    celery_stable_broker_password: "$(cat "$state/redis-password")"
+celery_broker:
+  hosts:
+    $name:
+      ansible_connection: community.docker.docker
 celery_workers:
   hosts:
     $name:
       ansible_connection: community.docker.docker
       celery_stable_beat_enabled: true
-      celery_stable_redis_install: true
-      celery_stable_redis_password: "$(cat "$state/redis-password")"
       celery_stable_uv_python_downloads_json_url: "$mirror_json"
       celery_stable_pip_find_links: $find_links
 YAML

@@ -13,7 +13,7 @@ cd "$top"
 scenarios=(default faults trixie fleet arm64)
 # The app stage's pytest paths. A skip there fails the stage unless tests/expected-skips.txt lists
 # it (tests/infra/pytest_expected_skips.py).
-pytest_paths=(app/runtime/tests app/video/tests roles/celery_stable/tests tests/infra)
+pytest_paths=(app/runtime/tests app/video/tests roles/celery_stable/tests roles/celery_stable_broker/tests tests/infra)
 all=(lint app images)
 for s in "${scenarios[@]}"; do
   [[ -f "molecule/$s/molecule.yml" ]] && all+=("molecule:$s")

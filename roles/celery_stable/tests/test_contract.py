@@ -107,6 +107,8 @@ def render_env_file(overrides: dict[str, Any] | None = None) -> str:
     app_is_wheel = (Path(values["celery_stable_app_source"]) / "pyproject.toml").is_file()
     values["_celery_stable_app_path"] = "" if app_is_wheel else values["celery_stable_prefix"] + "/app"
     values["ansible_managed"] = "Ansible managed"
+    # vars/main.yml adds verification to a rediss:// URL; the defaults are redis://.
+    values["_celery_stable_broker_url"] = values["celery_stable_broker_url"]
     return env.from_string(ENV_TEMPLATE.read_text()).render(values)
 
 
