@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""The fleet scenario's run: videos spread over two worker hosts, then one worker host lost in
-the middle of a render, and the count that nothing was lost.
+"""The fleet scenario's run: the broker's refusals (plain TCP, TLS without the CA, the default
+user, the workers' user beyond its rights), videos spread over two worker hosts under a capture
+of the broker's traffic (nothing in clear), two reruns of site.yml that rotate the password and
+the CA while videos render, then one worker host lost in the middle of a render, and the count
+that nothing was lost.
 
 Runs on the controller (molecule/fleet/verify.yml calls it) and drives the hosts as an operator
 would, through tests/infra/hosts.py (`docker exec` only): the demo app's `video-renderer
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -39,6 +43,38 @@ RENDER_TASK = "video_renderer.render_video"
 FLEET_ADDRESS = "10.213.5.10"
 # The videos' record and the ledger's, read in one `docker exec` (one moment), split by a line.
 SPLIT = "=== celery-stable list ==="
+
+# Run with the host's python3 (stdin): one Redis conversation per case, over TCP, TLS with or
+# without the CA, each answer (or the error that ended it) printed as a JSON line. The workers'
+# password comes from the env file (root reads it), never from this script's command line.
+PROBE = r"""
+import json, socket, ssl, sys, urllib.parse
+url = urllib.parse.urlsplit(
+    next(l for l in open("/etc/celery-stable/celery-stable.env") if l.startswith("CELERY_BROKER_URL="))
+    .split("=", 1)[1].strip().strip('"'))
+host, port, password = url.hostname, url.port, urllib.parse.unquote(url.password or "")
+def talk(name, commands, tls=True, ca="/etc/celery-stable/broker-ca.crt"):
+    try:
+        sock = socket.create_connection((host, port), 5)
+        if tls:
+            context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+            sock = context.wrap_socket(sock, server_hostname=host)
+        answers = []
+        for command in commands:
+            sock.sendall(("*%d\r\n" % len(command) + "".join(
+                "$%d\r\n%s\r\n" % (len(a.encode()), a) for a in command)).encode())
+            answers.append(sock.recv(4096).decode(errors="replace").split("\r\n")[0])
+            if not answers[-1]:
+                answers[-1] = "(connection closed)"
+                break
+    except Exception as exc:
+        answers = ["%s: %s" % (type(exc).__name__, exc)]
+    print(json.dumps({"case": name, "answers": answers}))
+cases = json.loads(sys.argv[1])
+for name, case in cases.items():
+    commands = [[password if a == "$PASSWORD" else a for a in c] for c in case["commands"]]
+    talk(name, commands, tls=case.get("tls", True), ca=case.get("ca", "/etc/celery-stable/broker-ca.crt"))
+"""
 
 _out = None
 
@@ -111,7 +147,8 @@ class Video:
 
 
 class Fleet:
-    def __init__(self, broker: str, workers: list[str]) -> None:
+    def __init__(self, broker: str, workers: list[str], inventory: str, password: str, ca_cert: str) -> None:
+        self.inventory, self.password, self.ca_cert = inventory, password, ca_cert
         self.broker = Host(broker)
         self.workers = [Host(w) for w in workers]
         self.failures: list[str] = []
@@ -216,24 +253,90 @@ class Fleet:
         listening = self.broker.out("ss -Hltn 'sport = :6379' | awk '{print $4}' | sort").split()
         log(f"redis listens on: {' '.join(listening)}")
         self.check(f"{FLEET_ADDRESS}:6379" in listening, "Redis listens on the fleet address")
-        # From a worker host, without the password: Redis answers NOAUTH (the CLIs, which have
-        # it in the env file, work: every submit below goes through them).
-        anonymous = (
-            self.workers[0]
-            .sh(
-                "python3 -",
-                stdin=(
-                    "import socket\n"
-                    f"s = socket.create_connection(('{FLEET_ADDRESS}', 6379), 5)\n"
-                    "s.sendall(b'PING\\r\\n')\n"
-                    "print(s.recv(200).decode().strip())\n"
-                ),
-                check=False,
-            )
-            .stdout.strip()
+        self.refusals()
+
+    def probe(self, host: Host, cases: dict[str, dict]) -> dict[str, list[str]]:
+        text = host.out(f"python3 - {shlex.quote(json.dumps(cases))}", stdin=PROBE)
+        answers = {}
+        for line in text.splitlines():
+            record = json.loads(line)
+            answers[record["case"]] = record["answers"]
+            log(f"{host} -> {FLEET_ADDRESS}:6379 {record['case']}: {' | '.join(record['answers'])}")
+        return answers
+
+    def refusals(self) -> None:
+        """Clients the broker must refuse, from a worker host: plain TCP, TLS without the CA,
+        Redis's default user, and the workers' own user asking for more than it needs."""
+        user = ["AUTH", "celery-stable", "$PASSWORD"]
+        got = self.probe(
+            self.workers[0],
+            {
+                "plain TCP, PING": {"tls": False, "commands": [["PING"]]},
+                "TLS without the CA": {"ca": "", "commands": [["PING"]]},
+                "TLS, no AUTH": {"commands": [["PING"]]},
+                "TLS, default user with the password": {"commands": [["AUTH", "$PASSWORD"]]},
+                "TLS, workers' user": {
+                    "commands": [
+                        user,
+                        ["PING"],
+                        ["KEYS", "*"],
+                        ["FLUSHALL"],
+                        ["CONFIG", "GET", "requirepass"],
+                        ["GET", "someone-else:key"],
+                    ]
+                },
+            },
         )
-        log(f"{self.workers[0]} -> {FLEET_ADDRESS}:6379 PING without the password: {anonymous}")
-        self.check(anonymous.startswith("-NOAUTH"), "Redis refuses a client without the password")
+        plain = got["plain TCP, PING"][0]
+        self.check(
+            not plain.startswith("+PONG") and not plain.startswith("-"), f"plain TCP gets no Redis answer ({plain})"
+        )
+        self.check(
+            "CERTIFICATE_VERIFY_FAILED" in got["TLS without the CA"][0],
+            "a TLS client without the CA is refused (certificate verify failed)",
+        )
+        self.check(got["TLS, no AUTH"][0].startswith("-NOAUTH"), "no AUTH: NOAUTH")
+        self.check(
+            got["TLS, default user with the password"][0].startswith("-WRONGPASS"), "the default user is off: WRONGPASS"
+        )
+        auth, ping, *denied = got["TLS, workers' user"]
+        self.check(auth == "+OK" and ping == "+PONG", "the workers' user logs in over TLS with the CA")
+        self.check(
+            len(denied) == 4 and all(a.startswith("-NOPERM") for a in denied),
+            "the workers' user may not KEYS, FLUSHALL, CONFIG or touch another app's key: NOPERM",
+        )
+
+    def capture(self, during, secrets: list[str]) -> Any:
+        """tcpdump on the broker host (every interface: the fleet's network and the local CLIs'
+        loopback), port 6379, while `during()` runs; then the capture is searched for what must
+        never cross in clear: the passwords, the task's name in the message headers, a video's
+        title and the job store's and the ledger's key names."""
+        self.broker.sh(
+            "command -v tcpdump >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null"
+        )
+        pid = self.broker.out(
+            "rm -f /tmp/fleet.pcap; nohup tcpdump -i any -U -w /tmp/fleet.pcap 'tcp port 6379' "
+            ">/tmp/tcpdump.log 2>&1 & echo $!"
+        )
+        poll(lambda: "listening" in self.broker.out("cat /tmp/tcpdump.log"), 10, interval=0.2)
+        result = during()
+        self.broker.sh(f"kill -INT {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.1; done")
+        stats = self.broker.out("grep -E 'captured|received|dropped' /tmp/tcpdump.log")
+        log("tcpdump: " + "; ".join(stats.splitlines()))
+        captured = int(stats.split(" packets captured")[0].split()[-1])
+        self.check(
+            "0 packets dropped by kernel" in stats and captured > 100,
+            f"capture of {captured} packets, none dropped by the kernel",
+        )
+        markers = {f"password {n + 1}": p for n, p in enumerate(secrets)}
+        markers |= {"task name": RENDER_TASK, "video title": "fleet spread",
+                    "job store key": "video-renderer:video:", "ledger key": "celery-stable:task:"}  # fmt: skip
+        found = {}
+        for name, marker in markers.items():
+            found[name] = int(self.broker.out(f"grep -c -a -F {shlex.quote(marker)} /tmp/fleet.pcap || true") or 0)
+        log(f"packets with each marker in clear: {found}")
+        self.check(not any(found.values()), "no password, message or job record in clear on the wire")
+        return result
 
     def spread(self, count: int) -> Counter:
         # A burst while both workers consume: with one message prefetched each (solo, prefetch
@@ -356,11 +459,76 @@ class Fleet:
         )
         return video
 
+    # --- reruns of site.yml that change the broker's secrets ------------------------------
+
+    def site(self, what: str, extra: dict[str, Any]) -> bool:
+        site = Path(__file__).resolve().parents[2] / "playbooks" / "site.yml"
+        args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", self.inventory, str(site)]
+        # What an operator reruns for a secret: the broker role, the workers' configuration (CA,
+        # env file) and their reload; every preflight runs under any tags. All hosts at once: the
+        # batches are the converge's to prove, and a new CA reaches every worker sooner.
+        args += ["--tags", "celery_stable_broker,celery_stable_configure,celery_stable_run"]
+        args += ["-e", json.dumps({**extra, "celery_stable_deploy_serial": ["100%"]})]
+        log(f"rerun of site.yml: {what}")
+        start = time.time()
+        run = subprocess.run(args, capture_output=True, text=True)
+        recap = run.stdout[run.stdout.rfind("PLAY RECAP") :].splitlines()
+        for line in recap:
+            if " ok=" in line:
+                log("  " + " ".join(line.split()))
+        ok = self.check(run.returncode == 0, f"{what}: rc {run.returncode} in {time.time() - start:.0f} s")
+        if not ok:
+            emit(run.stdout[-4000:] + run.stderr[-2000:])
+        return ok
+
+    def in_flight(self, label: str) -> list[str]:
+        """A render running on a worker and 3 videos behind it, when a rerun starts."""
+        slow = {"kind": "slow", "at_frame": 0, "seconds": 0.1, "on_attempts": 1}
+        ids = self.submit([spec(f"{label} slow", "rendering during the rerun", duration=6.0, fault=slow)]
+                          + [spec(f"{label} {n}", f"queued {n}") for n in range(1, 4)])  # fmt: skip
+        self.wait(ids[:1], 60, until=lambda videos: videos[ids[0]].state == "processing")
+        return ids
+
+    def rotations(self, old: str, new: str, ca_cert: str) -> None:
+        """A new password (the old one still accepted), then the old one dropped together with a
+        new CA: two reruns, each while a video renders and three wait, and nothing lost."""
+        ids = self.in_flight("new password")
+        self.site("a new password, the old one still accepted",
+                  {"celery_stable_broker_password": new, "celery_stable_broker_previous_passwords": [old]})  # fmt: skip
+        got = self.probe(self.workers[1], {"old password": {"commands": [["AUTH", "celery-stable", old]]}})
+        self.check(got["old password"] == ["+OK"], "the old password is still accepted meanwhile")
+
+        ids += self.in_flight("new CA")
+        ca = Path(ca_cert)
+        old_ca = ca.parent.with_name(ca.parent.name + ".old")
+        subprocess.run(["rm", "-rf", str(old_ca)], check=True)
+        ca.parent.rename(old_ca)
+        log(f"moved the CA and the certificate it signed aside, to {old_ca}: the rerun makes new ones")
+        self.site("the old password dropped, a new CA and broker certificate", {"celery_stable_broker_password": new})
+        self.workers[0].sh("cat > /tmp/old-ca.crt", stdin=(old_ca / ca.name).read_text())
+        got = self.probe(
+            self.workers[0],
+            {
+                "old password": {"commands": [["AUTH", "celery-stable", old]]},
+                "new password": {"commands": [["AUTH", "celery-stable", new], ["PING"]]},
+                "the old CA": {"ca": "/tmp/old-ca.crt", "commands": [["PING"]]},
+            },
+        )
+        self.check(got["old password"][0].startswith("-WRONGPASS"), "the old password is refused")
+        self.check(got["new password"] == ["+OK", "+PONG"], "the new password logs in, verified by the new CA")
+        self.check("CERTIFICATE_VERIFY_FAILED" in got["the old CA"][0], "a client with the old CA is refused")
+        videos = self.wait(ids, 240)
+        states = Counter(v.state for v in videos.values())
+        attempts = Counter(v.task["attempts"] for v in videos.values())
+        log(f"the {len(ids)} videos in flight during the reruns: {dict(states)}, attempts {dict(attempts)}")
+        self.check(states["done"] == len(ids), f"all {len(ids)} videos in flight during the reruns done")
+
     def run(self, spread_count: int, behind: int) -> int:
         start = time.time()
         self.platform()
         self.beat_and_broker()
-        spread = self.spread(spread_count)
+        spread = self.capture(lambda: self.spread(spread_count), [self.password])
+        self.rotations(self.password, self.password + "-rotated", self.ca_cert)
         lost_done, failed, slow = self.host_loss(behind)
         final = self.videos(self.accepted)
         resolved = [i for i, v in final.items() if v.state == "done" or (v.state == "failed" and v.reason)]
@@ -368,7 +536,11 @@ class Fleet:
         done_total = Counter(v.host for v in final.values() if v.state == "done")
         emit()
         emit("fleet counts (video-renderer list --json and celery-stable list --json)")
-        emit(f"  accepted:            {len(self.accepted)} ({spread_count} spread + 1 slow + {behind} behind it)")
+        rerun = len(self.accepted) - spread_count - 1 - behind
+        emit(
+            f"  accepted:            {len(self.accepted)} ({spread_count} spread, {rerun} during the reruns, "
+            f"1 slow + {behind} behind it)"
+        )
         for host in self.worker_names():
             emit(f"  done on {host}: {done_total[host]} (spread {spread[host]}, after the host loss {lost_done[host]})")
         for video in failed:
@@ -400,11 +572,15 @@ def main() -> int:
     parser.add_argument("--spread", type=int, default=8)
     parser.add_argument("--behind", type=int, default=4)
     parser.add_argument("--out", help="also write everything printed to this file")
+    parser.add_argument("--inventory", required=True, help="the scenario's inventory, for the reruns")
+    parser.add_argument("--password", required=True, help="the workers' broker password, to rotate")
+    parser.add_argument("--ca-cert", required=True, help="the CA on the controller, to replace")
     args = parser.parse_args()
     global _out
     if args.out:
         _out = open(args.out, "w")  # noqa: SIM115 (kept open for the whole run)
-    return Fleet(args.broker, args.workers).run(args.spread, args.behind)
+    fleet = Fleet(args.broker, args.workers, args.inventory, args.password, args.ca_cert)
+    return fleet.run(args.spread, args.behind)
 
 
 if __name__ == "__main__":
