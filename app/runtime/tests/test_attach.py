@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import redis
 from celery import Celery
@@ -12,7 +13,7 @@ from runtime_harness import QUEUE, WORKER_ARGS, Harness, wait_record
 from celery_stable import protect
 from celery_stable.ledger import Ledger
 from celery_stable.settings import Settings
-from celery_stable.testing import wait_for
+from celery_stable.testing import wait_for, worker_args
 
 INIT_LINES = (
     "Worker process initialized avec optimisations anti-crash",
@@ -128,3 +129,57 @@ def test_a_worker_without_a_required_command_exits_without_consuming(
     assert ledger.get(task_id) is None
     harness.ready_worker(CELERY_STABLE_REQUIRED_COMMANDS="ffmpeg", PATH=f"{bin_dir}:/usr/bin:/bin")
     assert wait_record(ledger, task_id, ("done",), 30).attempts == 1
+
+
+def test_the_documented_celery_command_still_runs_the_protected_app(
+    harness: Harness, ledger: Ledger
+) -> None:
+    """`celery -A celery_stable.attach worker`, typed by hand, is the same worker as the unit's
+    `celery-stable worker`: READY once consuming, every task in the ledger."""
+    before = harness.notify.count("READY=1")
+    worker = harness.start_worker(worker_args(QUEUE, by_hand=True), harness.env())
+    wait_for(lambda: harness.notify.count("READY=1") > before or worker.exited(), 30, "READY=1")
+    assert harness.notify.count("READY=1") > before, worker.output()
+    task_id = harness.send("proj.add", 2, 3)
+    assert wait_record(ledger, task_id, ("done",), 30).pid == worker.pid
+
+
+USER_OPTIONS_APP = """
+import click
+from celery import Celery
+
+app = Celery("withoptions", broker="redis://127.0.0.1:1/0", set_as_current=False)
+app.user_options["worker"].add(click.Option(["--team-flag"], is_flag=True, help="the team's"))
+app.user_options["preload"].add(click.Option(["--team-preload"], help="the team's preload"))
+"""
+
+
+def test_celery_stable_worker_takes_the_options_celery_worker_takes(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Same options as Celery's group gives its worker command: its own, the app's user options
+    (worker and preload), CELERY_WORKER_* from the environment; same errors, same exit codes."""
+    (tmp_path / "withoptions.py").write_text(USER_OPTIONS_APP)
+    env = harness.env(CELERY_STABLE_APP_MODULE="withoptions", CELERY_STABLE_APP_PATH=str(tmp_path))
+
+    def run(by_hand: bool, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        command = worker_args(QUEUE, by_hand=by_hand)
+        command = command[: command.index("worker") + 1]
+        return subprocess.run(
+            [sys.executable, *command, *args], env={**env, **extra},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    ours, celerys = run(False, "--help"), run(True, "--help")
+    assert (ours.returncode, celerys.returncode) == (0, 0), ours.stderr + celerys.stderr
+    assert "--team-flag" in ours.stdout
+    assert "--team-preload" in ours.stdout
+    # Only the program's name in the usage line differs.
+    assert ours.stdout.splitlines()[1:] == celerys.stdout.splitlines()[1:]
+    for args, extra in ((["--bogus"], {}), ([], {"CELERY_WORKER_POOL": "nope"})):
+        ours, celerys = run(False, *args, **extra), run(True, *args, **extra)
+        assert ours.returncode == celerys.returncode == 2, ours.stderr
+        assert ours.stderr.splitlines()[-1] == celerys.stderr.splitlines()[-1]
+    # An app that does not load: the runtime's configuration error, EX_CONFIG, either way.
+    missing = {"CELERY_STABLE_APP_MODULE": "proj.nowhere"}
+    assert run(False, **missing).returncode == run(True, **missing).returncode == 78

@@ -1,7 +1,8 @@
 """celery-stable: a runtime that enforces the field guide's limits on any Celery app under solo.
 
 An app needs no change: ``celery -A celery_stable.attach worker`` with
-``CELERY_STABLE_APP_MODULE`` naming it (what the role's units run). An app may also opt in
+``CELERY_STABLE_APP_MODULE`` naming it (the role's units run the same worker as
+``celery-stable worker``). An app may also opt in
 with one line, ``celery_stable.protect(app)``, and, while a task runs, report its progress
 (shown in systemd's STATUS, and the heartbeat then means progress), or read its hard limit and
 the time it has left before it.

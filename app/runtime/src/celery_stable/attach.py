@@ -5,6 +5,8 @@ The app is named by ``CELERY_STABLE_APP_MODULE`` (``celery_stable_app_module``),
 is imported from ``CELERY_STABLE_APP_PATH``. Its own code, configuration, signal handlers
 (``worker_process_init`` included) and tasks are untouched; the runtime installs itself on it
 through Celery's extension points, as if the app had called :func:`celery_stable.protect`.
+``celery-stable worker`` (:mod:`celery_stable.worker_cli`, what the role's units run) is the same
+worker on the same module, without the rest of Celery's command line.
 """
 
 from __future__ import annotations

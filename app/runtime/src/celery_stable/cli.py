@@ -281,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="The crash ledger of a celery-stable worker: every task of the app.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # Listed for --help only: main() hands `worker` and its arguments to Celery's own command.
+    sub.add_parser(
+        "worker",
+        add_help=False,
+        help="the worker the units run: `celery -A celery_stable.attach worker` without the rest "
+        "of Celery's command line (`celery-stable worker --help`: Celery's worker options)",
+    )
     listing = sub.add_parser("list", parents=[common], help="tasks of the ledger, newest first")
     listing.add_argument("--state", choices=STATES)
     listing.add_argument("--name", help="only tasks of this name")
@@ -319,7 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        # Celery's worker command and its options, parsed by Celery (click), not here.
+        from .worker_cli import main as worker_main  # noqa: PLC0415
+
+        return worker_main(argv[1:])
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every command but ``worker``, its arguments parsed."""
     logging.basicConfig(level=logging.WARNING, format="celery-stable: %(message)s")
     env_file: Path = getattr(args, "env_file", DEFAULT_ENV_FILE)
     if args.command == "check-config":

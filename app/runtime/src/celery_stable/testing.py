@@ -1,8 +1,8 @@
 """Test support for an app under the runtime: a real Redis, real workers, the test as systemd.
 
 What ``celery.contrib.testing`` is to Celery, for the runtime: an app's own tests start a real
-``redis-server``, real worker processes (``celery -A celery_stable.attach worker`` under solo,
-as the role's unit runs them) and own the ``NOTIFY_SOCKET`` the worker reports to, so they can
+``redis-server``, real worker processes (``celery-stable worker`` under solo, as the role's
+unit runs them) and own the ``NOTIFY_SOCKET`` the worker reports to, so they can
 assert on READY, STATUS and the watchdog pings as systemd would see them. The runtime's tests
 and the demo app's use it; nothing here runs in production.
 """
@@ -55,10 +55,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def worker_args(queue: str) -> list[str]:
-    """The role's worker command line, for ``sys.executable``."""
+def worker_args(queue: str, *, by_hand: bool = False) -> list[str]:
+    """The role's worker command line (``celery-stable worker``), for ``sys.executable``; with
+    ``by_hand``, the one an operator may type: ``celery -A celery_stable.attach worker``."""
+    command = ["-m", "celery", "-A", "celery_stable.attach"] if by_hand else ["-m", "celery_stable"]
     return [
-        "-m", "celery", "-A", "celery_stable.attach", "worker", "--pool=solo", "--concurrency=1",
+        *command, "worker", "--pool=solo", "--concurrency=1",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname=worker@test",
         f"--queues={queue}", "--loglevel=INFO",
     ]  # fmt: skip
