@@ -3,7 +3,7 @@
     python app/bench/bench.py [--runs 15] [--renders 40] [--rounds 2] [--only costs|throughput]
 
 Starts its own redis-server on a loopback port and real worker processes, run as the role's
-unit runs them (``celery -A celery_stable.attach worker`` with
+unit runs them (``celery-stable worker`` with
 ``CELERY_STABLE_APP_MODULE=video_renderer.celery_app``), listening on an sd_notify socket as
 systemd would. Measures:
   * per-task overhead: submit-to-done through the worker vs calling the renderer directly;
@@ -56,9 +56,9 @@ from video_renderer.tasks import RENDER_TASK
 
 
 def worker_args(hostname: str = "worker@bench", loglevel: str = "WARNING") -> list[str]:
-    """The role's worker command line, for ``sys.executable``."""
+    """The role's worker command line (``celery-stable worker``), for ``sys.executable``."""
     return [
-        "-m", "celery", "-A", "celery_stable.attach", "worker", "--pool=solo",
+        "-m", "celery_stable", "worker", "--pool=solo",
         "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
         f"--hostname={hostname}", "--queues=videos", f"--loglevel={loglevel}",
     ]  # fmt: skip

@@ -996,7 +996,7 @@ class Matrix:
         supervisor: what a worker on a host that vanished looks like to the rest of the fleet."""
         if isinstance(c, RoleColumn):
             command = (
-                f"{c.python.rsplit('/', 1)[0]}/celery -A celery_stable.attach worker --pool=solo "
+                f"{c.python.rsplit('/', 1)[0]}/celery-stable worker --pool=solo "
                 "--concurrency=1 --without-gossip --without-mingle --without-heartbeat "
                 f"--hostname=stray@%h --queues={self.STRAY} --loglevel=INFO"
             )

@@ -1,8 +1,8 @@
 """What the runtime's tests drive: a bare Celery app (plainapp/proj) under real workers.
 
 The app is written as a team writes one and imports nothing of celery-stable; the workers run
-it the way the role's unit does, through ``celery -A celery_stable.attach``. The machinery
-(Redis, workers, the sd_notify socket) is :mod:`celery_stable.testing`.
+it the way the role's unit does, through ``celery-stable worker`` (``celery_stable.attach``).
+The machinery (Redis, workers, the sd_notify socket) is :mod:`celery_stable.testing`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fixtures of the video app's tests: a real redis-server for the session, a clean one per test.
 
-Every worker is a real process started as the role's unit starts it: ``celery -A
-celery_stable.attach worker`` with ``CELERY_STABLE_APP_MODULE=video_renderer.celery_app``.
+Every worker is a real process started as the role's unit starts it: ``celery-stable
+worker`` with ``CELERY_STABLE_APP_MODULE=video_renderer.celery_app``.
 The harness (video_harness.py) is celery_stable.testing's WorkerHarness pointed at this app;
 this directory is a package (it shares a pytest session with the runtime's tests, whose
 ``conftest`` and ``runtime_harness`` are plain top-level modules).

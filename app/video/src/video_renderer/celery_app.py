@@ -1,7 +1,8 @@
 """The video renderer's Celery app: ``celery -A video_renderer.celery_app worker|beat``.
 
 The broker and the result backend are Celery's own CELERY_BROKER_URL / CELERY_RESULT_BACKEND.
-The role runs the worker as ``celery -A celery_stable.attach worker ...`` with
+The role runs the worker as ``celery-stable worker ...`` (``celery -A celery_stable.attach
+worker ...`` without the rest of Celery's CLI) with
 ``CELERY_STABLE_APP_MODULE=video_renderer.celery_app``, which protects this app unchanged.
 """
 
