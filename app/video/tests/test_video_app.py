@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from celery_stable.testing import worker_args
+
 from video_renderer.celery_app import QUEUE, app
 
-from .video_harness import WORKER_ARGS, Harness, video_spec, wait_for
+from .video_harness import Harness, video_spec, wait_for
 
 
 def test_the_guides_pool_one_queue_no_broker_in_the_code() -> None:
@@ -37,7 +39,8 @@ def test_the_apps_own_line_protects_a_worker_started_without_attach(harness: Har
     # `celery -A video_renderer.celery_app worker`: no attach, no CELERY_STABLE_APP_MODULE. READY=1
     # and the STATUS line come from the runtime (Celery sends neither), so the app's own
     # celery_stable.protect(app) line put it there.
-    args = ["video_renderer.celery_app" if a == "celery_stable.attach" else a for a in WORKER_ARGS]
+    by_hand = worker_args(QUEUE, by_hand=True)
+    args = ["video_renderer.celery_app" if a == "celery_stable.attach" else a for a in by_hand]
     env = harness.env()
     del env["CELERY_STABLE_APP_MODULE"]
     worker = harness.start_worker(args, env)
