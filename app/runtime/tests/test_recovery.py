@@ -17,7 +17,9 @@ def test_recovery_gives_up_a_task_whose_worker_stopped_beating(
     harness: Harness, ledger: Ledger
 ) -> None:
     worker = harness.ready_worker()
-    task_id = harness.send("proj.sleep", 4)
+    # Long enough that it cannot end before the freeze on a slow machine (a CLI call there takes
+    # seconds): a 4-s task once finished first, and there was nothing left to find stuck.
+    task_id = harness.send("proj.sleep", 15)
     wait_record(ledger, task_id, ("running",), 30)
     # A healthy task that reports no progress keeps beating: nothing to recover.
     time.sleep(2.5)
@@ -35,7 +37,7 @@ def test_recovery_gives_up_a_task_whose_worker_stopped_beating(
     assert (record.state, record.cause) == ("failed", "stuck")
     assert f"`celery-stable retry {task_id}`" in record.reason
     # When it wakes up, the old attempt finds the task taken from it and records nothing.
-    wait_for(lambda: "outcome not recorded" in worker.output(), 30, "the stale outcome dropped")
+    wait_for(lambda: "outcome not recorded" in worker.output(), 60, "the stale outcome dropped")
     assert ledger.get(task_id).state == "failed"  # type: ignore[union-attr]
     hook = wait_for(harness.given_up, 30, "the give-up hook")
     assert (hook[0]["task_id"], hook[0]["cause"]) == (task_id, "stuck")
