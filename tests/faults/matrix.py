@@ -1240,7 +1240,14 @@ class Matrix:
             "after boot: "
             + ", ".join(f"{u.split('.')[0]} {p['ActiveState']}+{p['UnitFileState']}" for u, p in units.items())
         )
-        nxt = self.host.prop("celery-recovery.timer", "NextElapseUSecRealtime")
+
+        # Empty while the run it triggered is still going (a recovery run takes seconds on a
+        # loaded host: seen '' there): read it once systemd has set the next one again.
+        def next_elapse() -> str | None:
+            value = self.host.prop("celery-recovery.timer", "NextElapseUSecRealtime")
+            return value if parse_systemd_time(value) else None
+
+        nxt = poll(next_elapse, 3 * self.period, interval=0.2) or ""
         when = parse_systemd_time(nxt)
         on_cadence = (
             when is not None
