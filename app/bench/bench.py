@@ -18,18 +18,20 @@ systemd would. Measures:
     renderer called directly in 2 processes, without Celery. Timed from the first submit to the
     last done with the video records' own times (workers READY before the batch; polling is one
     round trip every 0.5 s and times nothing), with where the CPU went.
-Needs the runtime and the app installed (app/runtime, app/video), redis-server and ffmpeg.
+The workers and the direct renderer run in a venv built as the role builds the host's
+(role_venv.py: the pinned requirements, the two wheels, compiled bytecode), not in this one:
+what the development venv holds besides changes what a worker's start costs. Needs the runtime
+and the app installed here too (app/runtime, app/video: this process submits), uv,
+redis-server and ffmpeg.
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import shutil
 import signal
-import site
 import socket
 import statistics
 import subprocess
@@ -42,12 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import celery_stable
 import cv2
 import psutil
 from celery_stable.ledger import redis_client
 
-import video_renderer
+from role_venv import role_venv
 from video_renderer.celery_app import app
 from video_renderer.jobs import VideoStore
 from video_renderer.render import render_video
@@ -56,7 +57,7 @@ from video_renderer.tasks import RENDER_TASK
 
 
 def worker_args(hostname: str = "worker@bench", loglevel: str = "WARNING") -> list[str]:
-    """The role's worker command line (``celery-stable worker``), for ``sys.executable``."""
+    """The role's worker command line (``celery-stable worker``), for the workers' Python."""
     return [
         "-m", "celery_stable", "worker", "--pool=solo",
         "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -108,8 +109,10 @@ class Notify:
 
 
 class Bench:
-    def __init__(self, workdir: str, *, role_persistence: bool = False) -> None:
+    def __init__(self, workdir: str, python: Path, *, role_persistence: bool = False) -> None:
         self.workdir = Path(workdir)
+        # The workers' and the direct renderer's interpreter (role_venv.py).
+        self.python = str(python)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -139,7 +142,7 @@ class Bench:
 
     def env(self, **extra: str) -> dict[str, str]:
         # PYTHONDONTWRITEBYTECODE (set in some shells and CI images) goes too: the unit never has
-        # it, and with it each worker start compiles every module again (compile_bytecode()).
+        # it, and with it each worker start would compile every module again.
         env = {
             k: v
             for k, v in os.environ.items()
@@ -164,7 +167,7 @@ class Bench:
     def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
         before = len(self.notify.times("READY=1"))
         proc = subprocess.Popen(
-            [sys.executable, *WORKER],
+            [self.python, *WORKER],
             env=self.env(**extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -252,11 +255,11 @@ def measure_crash(bench: Bench, via_hook: bool) -> float:
     died = time.monotonic()
     if via_hook:
         env = bench.env(SERVICE_RESULT="core-dump", EXIT_CODE="dumped", EXIT_STATUS="SEGV")
-        subprocess.run([sys.executable, "-m", "celery_stable", "reap"], env=env,
+        subprocess.run([bench.python, "-m", "celery_stable", "reap"], env=env,
                        check=True, capture_output=True)  # fmt: skip
     else:
         bench.workers.append(
-            subprocess.Popen([sys.executable, *WORKER], env=bench.env(),
+            subprocess.Popen([bench.python, *WORKER], env=bench.env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )  # fmt: skip
     wait_for(lambda: bench.requeued_or_done(video_id), 60)
@@ -402,7 +405,7 @@ def run_direct(bench: Bench, spec: dict[str, Any], renders: int, processes: int)
     counts = [renders // processes + (n < renders % processes) for n in range(processes)]
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", DIRECT_CHILD, json.dumps(spec), str(out), f"p{n}-", str(count)],
+            [bench.python, "-c", DIRECT_CHILD, json.dumps(spec), str(out), f"p{n}-", str(count)],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -444,7 +447,7 @@ def run_workers(
         log = (bench.workdir / f"worker{instance}.log").open("ab")
         procs.append(
             subprocess.Popen(
-                [sys.executable, *worker_args(f"worker{instance}@bench", "INFO")],
+                [bench.python, *worker_args(f"worker{instance}@bench", "INFO")],
                 env=bench.env(CELERY_STABLE_INSTANCE=str(instance), **extra),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -489,19 +492,12 @@ def run_workers(
     return Batch(label, renders, last - first, before, after, per_worker, recycles, start_cpu)
 
 
-def compile_bytecode() -> None:
-    """Compile every module the workers import, as the role does on the host (its workers
-    cannot write ``__pycache__``): a worker image's start is then what it is in production."""
-    for directory in {*site.getsitepackages(), *celery_stable.__path__, *video_renderer.__path__}:
-        compileall.compile_dir(directory, quiet=1, workers=0)
-
-
-def measure_throughput(renders: int, rounds: int) -> list[dict[str, Batch]]:
+def measure_throughput(renders: int, rounds: int, python: Path) -> list[dict[str, Batch]]:
     """Each round runs every configuration once; every other round in the reverse order, so a
     drift in the machine's load hits them alike."""
     spec = json.loads(EXAMPLE.read_text(encoding="utf-8"))
     workdir = tempfile.mkdtemp(prefix="vrthroughput", dir="/tmp")
-    bench = Bench(workdir, role_persistence=True)
+    bench = Bench(workdir, python, role_persistence=True)
     # The goal's two batches side by side in either order: their ratio in one round is then
     # taken over the same minute of the machine's drift.
     plan: list[tuple[str, Callable[[], Batch]]] = [
@@ -623,10 +619,10 @@ def print_table(rows: list[tuple[str, str, str]]) -> None:
         print(f"{name:<{width}}  {value:<{value_width}}  {goal}".rstrip())
 
 
-def measure_costs(runs: int) -> list[tuple[str, str, str]]:
+def measure_costs(runs: int, python: Path) -> list[tuple[str, str, str]]:
     """Per-task overhead, recycle dead time, idle RSS, SIGSEGV to resolved: one worker."""
     workdir = tempfile.mkdtemp(prefix="vrbench", dir="/tmp")
-    bench = Bench(workdir)
+    bench = Bench(workdir, python)
     try:
         proc = bench.start_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="1000")
         time.sleep(2)
@@ -680,15 +676,15 @@ def main() -> int:
     if not shutil.which("redis-server") or not shutil.which("ffmpeg"):
         print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
         return 2
-    compile_bytecode()
+    python = role_venv()
     load_before = _load()
     if args.only != "throughput":
-        print_table(measure_costs(args.runs))
+        print_table(measure_costs(args.runs, python))
     figures: tuple[float, float] | None = None
     if args.only != "costs":
         if args.only is None:
             print()
-        results = measure_throughput(args.renders, args.rounds)
+        results = measure_throughput(args.renders, args.rounds, python)
         print_table(throughput_rows(results, args.renders))
         figures = ratios(results)
     print(f"load average (1 / 5 / 15 min): before {load_before}, after {_load()} "
