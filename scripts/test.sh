@@ -5,7 +5,8 @@
 #   scripts/test.sh                 # everything (what .ci/run calls)
 #   scripts/test.sh app molecule:default   # only some stages
 #
-# Stages: lint app images molecule:<scenario>...  Prints a summary with the wall time of each.
+# Stages: lint images app molecule:<scenario>... (molecule:arm64 beside the others, see below).
+# Prints a summary with the wall time of each, and the run's.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -14,18 +15,19 @@ scenarios=(default faults trixie fleet arm64)
 # The app stage's pytest paths. A skip there fails the stage unless tests/expected-skips.txt lists
 # it (tests/infra/pytest_expected_skips.py).
 pytest_paths=(app/runtime/tests app/video/tests roles/celery_stable/tests roles/celery_stable_broker/tests tests/infra)
-all=(lint app images)
+all=(lint images app)
 for s in "${scenarios[@]}"; do
   [[ -f "molecule/$s/molecule.yml" ]] && all+=("molecule:$s")
 done
-stages=("$@")
-((${#stages[@]})) || stages=("${all[@]}")
+requested=("$@")
+((${#requested[@]})) || requested=("${all[@]}")
+stages=("${requested[@]}")
 
 scripts/bootstrap.sh
 export PATH="$top/.venv/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
-wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+wants() { [[ " ${requested[*]} " == *" $1 "* ]]; }
 
 run_stage() {
   case "$1" in
@@ -58,30 +60,73 @@ run_stage() {
 }
 
 # Each stage's output is also kept in .cache/stages/<stage>.log: a failed stage's errors are
-# repeated after the summary, where a reader of only the end of the output sees them.
+# repeated after the summary, where a reader of only the end of the output sees them. Its result
+# goes to .cache/stages/<stage>.result ("ok SECONDS" or "FAILED SECONDS"), which the summary reads.
 logs=.cache/stages
 mkdir -p "$logs"
+log_of() { echo "$logs/${1//:/-}.log"; }
+result_of() { echo "$logs/${1//:/-}.result"; }
+
+# run_logged STAGE [quiet]: runs it, its output to its log (and to ours unless quiet).
+run_logged() {
+  local stage=$1 start=$SECONDS result=ok
+  if [[ ${2:-} == quiet ]]; then
+    run_stage "$stage" >"$(log_of "$stage")" 2>&1 || result=FAILED
+  else
+    run_stage "$stage" > >(tee "$(log_of "$stage")") 2>&1 || result=FAILED
+  fi
+  echo "$result $((SECONDS - start))" >"$(result_of "$stage")"
+}
+
+# The arm64 scenario runs beside the others, started once the images are built: its emulated
+# modules keep one core busy for some 14 minutes (qemu-user runs one module at a time) while the
+# stages in front mostly wait on systemd, renders and the fault matrix's clocks. Its output goes
+# to its log only, printed whole once it has ended, so that the two never interleave.
+beside=molecule:arm64
+beside_pid=
+if ((${#stages[@]} > 1)) && wants "$beside"; then
+  stages=()
+  for stage in "${requested[@]}"; do [[ $stage == "$beside" ]] || stages+=("$stage"); done
+else
+  beside=
+fi
+start_beside() {
+  [[ -n $beside && -z $beside_pid ]] || return 0
+  printf '\n===== %s (beside the next stages; output in %s) =====\n' "$beside" "$(log_of "$beside")"
+  run_logged "$beside" quiet &
+  beside_pid=$!
+}
+
+for stage in "${requested[@]}"; do rm -f "$(result_of "$stage")"; done
+for stage in "${stages[@]}"; do
+  # Before the first stage after the images it needs (or the first, when they are not asked for).
+  if [[ $stage != images ]] && { ! wants images || [[ -f $(result_of images) ]]; }; then
+    start_beside
+  fi
+  printf '\n===== %s =====\n' "$stage"
+  run_logged "$stage"
+done
+start_beside
+if [[ -n $beside_pid ]]; then
+  wait "$beside_pid" || true
+  printf '\n===== %s (ran beside the stages above) =====\n' "$beside"
+  cat "$(log_of "$beside")"
+fi
+
 summary=()
 failed=0
 failed_stages=()
-for stage in "${stages[@]}"; do
-  printf '\n===== %s =====\n' "$stage"
-  start=$SECONDS
-  log="$logs/${stage//:/-}.log"
-  if run_stage "$stage" > >(tee "$log") 2>&1; then
-    result=ok
-  else
-    result=FAILED failed=1
-    failed_stages+=("$stage")
-  fi
-  summary+=("$(printf '%-20s %-7s %5ss' "$stage" "$result" "$((SECONDS - start))")")
-  # A failed stage does not hide the others' results, but nothing is reported green.
+for stage in "${requested[@]}"; do
+  read -r result secs <"$(result_of "$stage")" || { result=FAILED secs=0; }
+  [[ $result == ok ]] || { failed=1; failed_stages+=("$stage"); }
+  summary+=("$(printf '%-20s %-7s %5ss' "$stage" "$result" "$secs")")
 done
 for stage in "${failed_stages[@]}"; do
-  printf '\n===== why %s failed (from %s) =====\n' "$stage" "$logs/${stage//:/-}.log"
-  grep -E -A12 'fatal:|FAILED!|^FAILED |^E  |Error|failed: [^0]|: FAIL' "$logs/${stage//:/-}.log" |
+  printf '\n===== why %s failed (from %s) =====\n' "$stage" "$(log_of "$stage")"
+  grep -E -A12 'fatal:|FAILED!|^FAILED |^E  |Error|failed: [^0]|: FAIL' "$(log_of "$stage")" |
     grep -v 'RETRYING' | tail -60 || true
 done
 printf '\n===== summary =====\n'
 printf '%s\n' "${summary[@]}"
+printf '%-20s %-7s %5ss\n' "total (wall)" "" "$SECONDS"
 exit "$failed"
