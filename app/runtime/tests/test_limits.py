@@ -10,7 +10,15 @@ from celery.exceptions import TimeLimitExceeded
 from runtime_harness import Harness, wait_record
 
 from celery_stable.ledger import Ledger
+from celery_stable.recycle import recycle_reason
 from celery_stable.testing import wait_for
+
+
+def test_a_recycle_names_every_limit_the_task_reached() -> None:
+    assert recycle_reason(9, 10, 255_999, 256_000) is None
+    assert recycle_reason(10, 10, 1024, 256_000) == "10 tasks done"
+    assert recycle_reason(3, 10, 300_000, 256_000) == "RSS 292 MB >= 250 MB"
+    assert recycle_reason(10, 10, 300_000, 256_000) == "10 tasks done, RSS 292 MB >= 250 MB"
 
 
 def test_recycles_after_n_tasks_of_any_name_in_place(harness: Harness, ledger: Ledger) -> None:

@@ -47,11 +47,14 @@ def act_on_held_stop() -> None:
 
 
 def recycle_reason(tasks_done: int, max_tasks: int, rss_kb: int, max_rss_kb: int) -> str | None:
+    """Every limit this task reached, or None. Both are named when both hold: an RSS past its
+    limit stays in the journal even on the task that also made the count."""
+    reasons = []
     if tasks_done >= max_tasks:
-        return f"{tasks_done} tasks done"
+        reasons.append(f"{tasks_done} tasks done")
     if rss_kb >= max_rss_kb:
-        return f"RSS {rss_kb // 1024} MB >= {max_rss_kb // 1024} MB"
-    return None
+        reasons.append(f"RSS {rss_kb // 1024} MB >= {max_rss_kb // 1024} MB")
+    return ", ".join(reasons) or None
 
 
 def request_warm_stop() -> None:
