@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def test_cooperative_deadline_fails_cleanly_and_leaves_no_file(tmp_path: Path) -
         )
     assert time.monotonic() - started < 3
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hold_fault_renders_on_once_its_file_appears(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    fault = {"kind": "hold", "at_frame": 2, "path": str(release), "seconds": 60}
+    spec = validate_spec(video_spec(0.5, fault), allow_fault=True)
+    out = tmp_path / "videos"
+    out.mkdir()
+    threading.Timer(1.5, release.touch).start()
+    started = time.monotonic()
+    render_video(spec, out, "held", ffmpeg="ffmpeg", deadline=started + 60, time_limit_sec=60)
+    # Held until the file appeared (1.5 s), not for its 60-s cap.
+    assert 1.5 <= time.monotonic() - started < 10
+    assert [p.name for p in out.iterdir()] == ["held.mp4"]
 
 
 def test_missing_ffmpeg_is_a_clear_error(tmp_path: Path) -> None:

@@ -41,6 +41,9 @@ def slide(**changes: Any) -> dict[str, Any]:
         (mutate(slides=[video_spec(500)["slides"][0]] * 4), "too long"),
         (mutate(title="x" * 300), "title"),
         ([1, 2], "JSON object"),
+        (mutate(fault={"kind": "hold"}), "fault.path: expected an absolute file path"),
+        (mutate(fault={"kind": "hold", "path": "release"}), "fault.path"),
+        (mutate(fault={"kind": "hang", "path": "/run/release"}), "no path for any other kind"),
     ],
 )
 def test_refused_with_the_field_named(spec: Any, field: str) -> None:

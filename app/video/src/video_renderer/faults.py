@@ -10,13 +10,14 @@ thing (a real SIGSEGV, a real GIL-holding native call), never a simulation.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 MIB = 1024 * 1024
 
-KINDS = ("segfault", "hang_gil", "hang", "slow", "leak", "alloc_bomb", "raise")
+KINDS = ("segfault", "hang_gil", "hang", "hold", "slow", "leak", "alloc_bomb", "raise")
 
 # Memory a `leak` fault keeps alive across tasks, as a real leak would, so RSS recycling fires.
 _retained: list[bytearray] = []
@@ -33,6 +34,14 @@ def segfault() -> None:
 def hang_holding_gil(seconds: float) -> None:
     # PyDLL keeps the GIL across the call: no Python thread (the monitor included) can run.
     ctypes.PyDLL(None).sleep(ctypes.c_uint(max(1, round(seconds))))
+
+
+def hold(path: str, seconds: float) -> None:
+    """Wait until ``path`` exists, at most ``seconds``: a render that lasts exactly as long as
+    the test needs it to (a deploy during it, however slow the machine), never a guess."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def leak(megabytes: int) -> None:
@@ -55,6 +64,8 @@ class Fault:
     at_frame: int = 0
     seconds: float = 3600.0
     mb: int = 0
+    # `hold`: the file whose creation releases the render (absolute; the worker must see it).
+    path: str = ""
     # Fire only on the first N attempts (0: always): a transient crash, to show a requeued
     # video rendering on its next attempt, where a poison video keeps crashing.
     on_attempts: int = 0
@@ -70,7 +81,7 @@ class Fault:
     def parse(cls, raw: object) -> Fault:
         if not isinstance(raw, Mapping):
             raise ValueError('fault: expected an object such as {"kind": "segfault"}')
-        unknown = set(raw) - {"kind", "at_frame", "seconds", "mb", "on_attempts"}
+        unknown = set(raw) - {"kind", "at_frame", "seconds", "mb", "path", "on_attempts"}
         if unknown:
             raise ValueError(f"fault: unknown key(s) {sorted(unknown)}")
         kind = raw.get("kind")
@@ -80,6 +91,7 @@ class Fault:
         seconds = raw.get("seconds", 3600.0)
         mb = raw.get("mb", 0)
         on_attempts = raw.get("on_attempts", 0)
+        path = raw.get("path", "")
         if type(at_frame) is not int or at_frame < 0:
             raise ValueError("fault.at_frame: expected a whole number >= 0")
         if type(seconds) not in (int, float) or not 0 <= seconds <= 86400:
@@ -88,8 +100,18 @@ class Fault:
             raise ValueError("fault.mb: expected a whole number of MiB from 0 to 1048576")
         if type(on_attempts) is not int or on_attempts < 0:
             raise ValueError("fault.on_attempts: expected a whole number >= 0 (0: every attempt)")
+        if not isinstance(path, str) or (kind == "hold") != os.path.isabs(path):
+            raise ValueError(
+                "fault.path: expected an absolute file path for kind hold (the file that "
+                "releases the render), and no path for any other kind"
+            )
         return cls(
-            kind=kind, at_frame=at_frame, seconds=float(seconds), mb=mb, on_attempts=on_attempts
+            kind=kind,
+            at_frame=at_frame,
+            seconds=float(seconds),
+            mb=mb,
+            path=path,
+            on_attempts=on_attempts,
         )
 
     def fire(self, frame: int) -> None:
@@ -104,6 +126,8 @@ class Fault:
             hang_holding_gil(self.seconds)
         elif self.kind == "hang":
             time.sleep(self.seconds)
+        elif self.kind == "hold":
+            hold(self.path, self.seconds)
         elif self.kind == "leak":
             leak(self.mb)
         elif self.kind == "raise":
