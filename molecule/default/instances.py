@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "infra"))
+# The runtime's own name for an instance's unit (the controller runs the project's venv).
+from celery_stable.instances import UNIT
 from hosts import Host, first, poll, run_playbook
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -45,7 +47,7 @@ MARKER = "video-renderer new build loaded: {stamp}"
 
 
 def unit(instance: str) -> str:
-    return f"celery-worker@{instance}.service"
+    return UNIT.format(instance)
 
 
 def spec(title: str, seconds: float, fault: dict[str, Any] | None = None) -> dict[str, Any]:
