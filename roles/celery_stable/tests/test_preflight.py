@@ -131,6 +131,27 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             **PLAIN,
             "celery_stable_required_commands": [non_executable(tmp)],
         },
+        # Only strings: nothing is reached (broker.example is a reserved name).
+        "broker-beyond-loopback-in-clear": {
+            **PLAIN,
+            "celery_stable_broker_url": f"redis://:{SECRET}@broker.example:6379/0",
+        },
+        "broker-on-loopback-in-clear": {**PLAIN, "celery_stable_broker_url": "redis://[::1]:6379/0"},
+        "broker-tls-without-its-ca": {
+            **PLAIN,
+            "celery_stable_broker_url": f"rediss://:{SECRET}@broker.example:6379/0",
+            "celery_stable_broker_tls_ca_cert": str(tmp / "absent-ca.crt"),
+        },
+        "broker-tls-with-its-ca": {
+            **PLAIN,
+            "celery_stable_broker_url": f"rediss://:{SECRET}@broker.example:6379/0",
+            "celery_stable_broker_tls_ca_cert": requirements(tmp, "ca.crt", "PEM\n"),
+        },
+        "broker-tls-with-own-ssl-parameters": {
+            **PLAIN,
+            "celery_stable_broker_url": "rediss://broker.example:6379/0?ssl_cert_reqs=none",
+            "celery_stable_broker_tls_ca_cert": requirements(tmp, "ca.crt", "PEM\n"),
+        },
         "required-command-from-a-package-to-install": {
             **PLAIN,
             "celery_stable_required_commands": ["celery-stable-no-such-command"],
@@ -252,3 +273,29 @@ def test_a_command_a_package_still_to_install_may_bring_waits_for_the_install(
 ) -> None:
     # Checked again on the host by check-config (the env file's validate), once it is installed.
     assert answers["required-command-from-a-package-to-install"] == "ok"
+
+
+def test_a_broker_beyond_loopback_in_clear_is_refused(answers: dict[str, str]) -> None:
+    got = answers["broker-beyond-loopback-in-clear"]
+    assert got.startswith("refused: celery_stable_broker_url reaches a broker beyond loopback"), got
+    assert "Use rediss://" in got
+    assert "Nothing was changed." in got
+    assert SECRET not in got
+
+
+def test_a_broker_on_loopback_may_be_reached_in_clear(answers: dict[str, str]) -> None:
+    assert answers["broker-on-loopback-in-clear"] == "ok"
+
+
+def test_a_tls_broker_needs_its_ca_on_the_controller(answers: dict[str, str]) -> None:
+    got = answers["broker-tls-without-its-ca"]
+    assert got.startswith("refused: celery_stable_broker_url is rediss:// but"), got
+    assert "absent-ca.crt) is not a file on the controller" in got
+    assert SECRET not in got
+    assert answers["broker-tls-with-its-ca"] == "ok"
+
+
+def test_the_role_keeps_the_tls_verification_to_itself(answers: dict[str, str]) -> None:
+    got = answers["broker-tls-with-own-ssl-parameters"]
+    assert got.startswith("refused: celery_stable_broker_url carries ssl_* parameters"), got
+    assert "remove them" in got
