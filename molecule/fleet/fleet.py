@@ -504,7 +504,9 @@ class Fleet:
         subprocess.run(["rm", "-rf", str(old_ca)], check=True)
         ca.parent.rename(old_ca)
         log(f"moved the CA and the certificate it signed aside, to {old_ca}: the rerun makes new ones")
+        since = time.time()
         self.site("the old password dropped, a new CA and broker certificate", {"celery_stable_broker_password": new})
+        self.trusted_across_the_switch(since)
         self.workers[0].sh("cat > /tmp/old-ca.crt", stdin=(old_ca / ca.name).read_text())
         got = self.probe(
             self.workers[0],
@@ -522,6 +524,25 @@ class Fleet:
         attempts = Counter(v.task["attempts"] for v in videos.values())
         log(f"the {len(ids)} videos in flight during the reruns: {dict(states)}, attempts {dict(attempts)}")
         self.check(states["done"] == len(ids), f"all {len(ids)} videos in flight during the reruns done")
+
+    def trusted_across_the_switch(self, since: float) -> None:
+        """The broker's restart on its new certificate drops every client, before the workers'
+        own play installs the new CA: they reconnect at once, and must trust it then (the old
+        and new CA side by side, site.yml's trust play), not refuse it until their play."""
+        units = "-u 'celery-worker@*' -u celery-beat -u celery-recovery"
+        for host in self.workers:
+            lines = host.out(f"journalctl --no-pager -o cat --since @{since:.0f} {units}").splitlines()
+            refused = [line for line in lines if "CERTIFICATE_VERIFY_FAILED" in line]
+            lost = next((n for n, line in enumerate(lines) if "Connection to broker lost" in line), None)
+            reload = next((n for n, line in enumerate(lines) if "re-executing in place" in line), len(lines))
+            back = lost is not None and any("Connected to rediss://" in line for line in lines[lost:reload])
+            log(
+                f"{host} during the CA rerun: broker connection lost {lost is not None}, back before its own"
+                f" play's reload {back}, {len(refused)} refusals of the broker's certificate"
+            )
+            for line in refused[:3]:
+                log(f"  {line[:300]}")
+            self.check(not refused and back, f"{host} trusted the broker's new certificate as soon as it was served")
 
     def run(self, spread_count: int, behind: int) -> int:
         start = time.time()
