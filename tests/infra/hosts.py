@@ -4,8 +4,9 @@
 Shared by the fault matrix (tests/faults/matrix.py), the fleet run (molecule/fleet/fleet.py) and
 the refused-run check (molecule/resources/tasks/refused-run.yml, through the command line at the
 bottom): one way to run a command on a host, read a unit, read the journal, wait, and prove that
-ansible-playbook refused an input before changing anything. Standard library only: it runs on
-the controller's Python.
+ansible-playbook refused an input before changing anything. The roles' own tests use it to run
+their check playbooks on this machine alone (``local_answer``). Standard library only: it runs
+on the controller's Python.
 
     python3 tests/infra/hosts.py refused-run --hosts H1 H2 --task "Check ..." --message REGEX \
         -- ansible-playbook -i INVENTORY playbooks/site.yml -e VAR=VALUE
@@ -18,12 +19,14 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -210,6 +213,31 @@ def run_playbook(argv: Sequence[str], *, cwd: str | None = None, env: dict[str, 
         list(argv), cwd=cwd, env=environment, capture_output=True, text=True, timeout=600, check=False
     )
     return PlaybookRun.parse(proc.returncode, proc.stdout, proc.stderr)
+
+
+def local_answer(playbook: Path, variable: str, *, extra_vars: Path | None = None,
+                 env: dict[str, str] | None = None) -> Any:  # fmt: skip
+    """Run ``playbook`` on this machine alone (localhost, the repository's roles) and return
+    ``variable`` as its last task printed it (``debug: var=``). The playbook must succeed."""
+    command = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+    if not Path(command).exists():
+        raise RuntimeError("ansible-playbook is not installed: run scripts/bootstrap.sh first")
+    # Not the repository's ansible.cfg: its profile_tasks output would break the JSON.
+    environment = {key: value for key, value in os.environ.items() if key != "ANSIBLE_CONFIG"}
+    environment.update(
+        env or {},
+        ANSIBLE_ROLES_PATH=str(Path(__file__).resolve().parents[2] / "roles"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_LOCALHOST_WARNING="false",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+    )
+    argv = [command, "-i", "localhost,", str(playbook), *(["-e", f"@{extra_vars}"] if extra_vars else [])]
+    proc = subprocess.run(argv, cwd=playbook.parent, env=environment, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise AssertionError(f"{playbook.name} exited {proc.returncode}: {proc.stdout[-4000:]}{proc.stderr[-4000:]}")
+    last = json.loads(proc.stdout)["plays"][0]["tasks"][-1]
+    return last["hosts"]["localhost"][variable]
 
 
 def refused_run(

@@ -6,9 +6,6 @@ name the role variable and the fix, and never show a secret."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +16,10 @@ import pytest
 HERE = Path(__file__).resolve().parent
 ROLES = HERE.parent.parent
 TOP = ROLES.parent
+# The one way the tests run a playbook on this machine (tests/infra/hosts.py).
+sys.path.insert(0, str(ROLES.parent / "tests" / "infra"))
+from hosts import local_answer  # noqa: E402
+
 PLAIN_APP = TOP / "app" / "runtime" / "tests" / "plainapp"
 DEMO_APP = TOP / "app" / "video"
 RUNTIME_REQUIREMENTS = TOP / "app" / "runtime" / "requirements.txt"
@@ -34,36 +35,10 @@ PLAIN = {
 }
 
 
-def ansible_playbook() -> str:
-    found = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
-    if not Path(found).exists():
-        pytest.skip("ansible-playbook is not installed (scripts/bootstrap.sh)")
-    return found
-
-
 def run_case(extra_vars: dict[str, Any], directory: Path) -> str:
     case = directory / f"case-{abs(hash(json.dumps(extra_vars, sort_keys=True)))}.json"
     case.write_text(json.dumps(extra_vars))
-    env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(ROLES),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-    )
-    env.pop("ANSIBLE_CONFIG", None)
-    run = subprocess.run(
-        [ansible_playbook(), "-i", "localhost,", str(HERE / "preflight.yml"), "-e", f"@{case}"],
-        env=env,
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    last = json.loads(run.stdout)["plays"][0]["tasks"][-1]
-    return last["hosts"]["localhost"]["_celery_stable_test_answer"]
+    return local_answer(HERE / "preflight.yml", "_celery_stable_test_answer", extra_vars=case)
 
 
 def requirements(tmp: Path, name: str, text: str) -> str:

@@ -5,9 +5,6 @@ architecture facts."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +12,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROLES = HERE.parent.parent
+# The one way the tests run a playbook on this machine (tests/infra/hosts.py).
+sys.path.insert(0, str(ROLES.parent / "tests" / "infra"))
+from hosts import local_answer  # noqa: E402
 
 # id: (os key, arch, provider asked, python version) -> expected answer (or refusal's start)
 CASES = {
@@ -83,39 +83,9 @@ UV_ENV_CASES = {
 }
 
 
-def ansible_playbook() -> str:
-    found = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
-    if not Path(found).exists():
-        pytest.skip("ansible-playbook is not installed (scripts/bootstrap.sh)")
-    return found
-
-
 def run_playbook(playbook: str, **cases: str) -> dict:
     """Run one of this directory's playbooks; the last task's `_celery_stable_test_answers`."""
-    env = dict(
-        os.environ,
-        **cases,
-        ANSIBLE_ROLES_PATH=str(ROLES),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-    )
-    # Not the repository's ansible.cfg (run from here, none given): its profile_tasks output
-    # would break the JSON.
-    env.pop("ANSIBLE_CONFIG", None)
-    run = subprocess.run(
-        [ansible_playbook(), "-i", "localhost,", str(HERE / playbook)],
-        env=env,
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    report = json.loads(run.stdout)
-    last = report["plays"][0]["tasks"][-1]
-    return last["hosts"]["localhost"]["_celery_stable_test_answers"]
+    return local_answer(HERE / playbook, "_celery_stable_test_answers", env=cases)
 
 
 @pytest.fixture(scope="module")

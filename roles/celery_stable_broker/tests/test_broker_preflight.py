@@ -6,9 +6,6 @@ nothing is reached."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +15,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROLES = HERE.parent.parent
+# The one way the tests run a playbook on this machine (tests/infra/hosts.py).
+sys.path.insert(0, str(ROLES.parent / "tests" / "infra"))
+from hosts import local_answer  # noqa: E402
+
 SECRET = "s3cret-never-shown"
 EXPOSED = {"celery_stable_broker_bind": ["192.0.2.10"]}
 
@@ -25,22 +26,7 @@ EXPOSED = {"celery_stable_broker_bind": ["192.0.2.10"]}
 def run_case(extra_vars: dict[str, Any], directory: Path, name: str) -> str:
     case = directory / f"{name}.json"
     case.write_text(json.dumps(extra_vars))
-    playbook = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
-    env = dict(
-        os.environ,
-        ANSIBLE_ROLES_PATH=str(ROLES),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-    )
-    env.pop("ANSIBLE_CONFIG", None)
-    run = subprocess.run(
-        [playbook, "-i", "localhost,", str(HERE / "preflight.yml"), "-e", f"@{case}"],
-        env=env, cwd=directory, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    last = json.loads(run.stdout)["plays"][0]["tasks"][-1]
-    return last["hosts"]["localhost"]["_celery_stable_broker_test_answer"]
+    return local_answer(HERE / "preflight.yml", "_celery_stable_broker_test_answer", extra_vars=case)
 
 
 def pem(directory: Path, name: str) -> str:
