@@ -133,6 +133,10 @@ class Bench:
         # Celery prefers the environment's broker to the app's configuration.
         os.environ.pop("CELERY_BROKER_URL", None)
         app.conf.broker_url = self.url
+        # The module's app serves each Bench in turn (costs, then throughput): its pools would
+        # keep the last Redis's port. Both go, as Celery drops them after a fork.
+        app.close()
+        app.amqp._producer_pool = None
 
     def _redis_up(self) -> bool:
         try:
