@@ -13,8 +13,9 @@ systemd would. Measures:
   * SIGSEGV to resolved (the runtime's ledger puts the video back): through the ExecStopPost
     hook (`celery-stable reap`) and through the start-up reap of the next worker;
   * throughput (``--only throughput`` runs this part alone): videos per minute for one batch of
-    renders of app/examples/hello.json with 1 and with 2 solo workers under the runtime (each its
-    own CELERY_STABLE_INSTANCE, the role's Redis persistence), beside the physical limit: the
+    renders of app/examples/hello.json (``--spec``: another video, yours) with 1 and with 2 solo
+    workers under the runtime (each its own CELERY_STABLE_INSTANCE, the role's Redis
+    persistence), beside the physical limit: the
     renderer called directly in 2 processes, without Celery. Timed from the first submit to the
     last done with the video records' own times (workers READY before the batch; polling is one
     round trip every 0.5 s and times nothing), with where the CPU went.
@@ -52,7 +53,7 @@ from role_venv import role_venv
 from video_renderer.celery_app import app
 from video_renderer.jobs import VideoStore
 from video_renderer.render import render_video
-from video_renderer.spec import validate_spec
+from video_renderer.spec import SpecError, validate_spec
 from video_renderer.tasks import RENDER_TASK
 
 
@@ -496,10 +497,12 @@ def run_workers(
     return Batch(label, renders, last - first, before, after, per_worker, recycles, start_cpu)
 
 
-def measure_throughput(renders: int, rounds: int, python: Path) -> list[dict[str, Batch]]:
+def measure_throughput(
+    renders: int, rounds: int, python: Path, spec_path: Path
+) -> list[dict[str, Batch]]:
     """Each round runs every configuration once; every other round in the reverse order, so a
     drift in the machine's load hits them alike."""
-    spec = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
     workdir = tempfile.mkdtemp(prefix="vrthroughput", dir="/tmp")
     bench = Bench(workdir, python, role_persistence=True)
     # The goal's two batches side by side in either order: their ratio in one round is then
@@ -542,7 +545,9 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
-def throughput_rows(results: list[dict[str, Batch]], renders: int) -> list[tuple[str, str, str]]:
+def throughput_rows(
+    results: list[dict[str, Batch]], renders: int, spec_path: Path
+) -> list[tuple[str, str, str]]:
     def rate(key: str) -> float:
         return statistics.median(result[key].per_minute for result in results)
 
@@ -552,7 +557,7 @@ def throughput_rows(results: list[dict[str, Batch]], renders: int) -> list[tuple
     def cpu(key: str, what: str) -> float:
         return statistics.median(result[key].cpu(what) for result in results)
 
-    spec = validate_spec(json.loads(EXAMPLE.read_text(encoding="utf-8")), allow_fault=False)
+    spec = validate_spec(json.loads(spec_path.read_text(encoding="utf-8")), allow_fault=False)
     labels = {
         "direct": "renderer called directly, 2 processes (the limit)",
         "1": "1 worker under the runtime",
@@ -560,7 +565,7 @@ def throughput_rows(results: list[dict[str, Batch]], renders: int) -> list[tuple
         "2-norecycle": "2 workers, no recycle in the batch (diagnostic)",
     }
     rows = [
-        ("batch", f"{renders} x {EXAMPLE.name} ({spec.width}x{spec.height}, "
+        ("batch", f"{renders} x {spec_path.name} ({spec.width}x{spec.height}, "
          f"{spec.total_frames} frames), {len(results)} rounds", ""),
     ]  # fmt: skip
     for key, label in labels.items():
@@ -673,12 +678,22 @@ def main() -> int:
     parser.add_argument("--renders", type=int, default=40, help="videos in a throughput batch")
     parser.add_argument("--rounds", type=int, default=4, help="rounds of the throughput batches")
     parser.add_argument(
+        "--spec", type=Path, default=EXAMPLE,
+        help="the video of the throughput batches (default: app/examples/hello.json)",
+    )  # fmt: skip
+    parser.add_argument(
         "--only", choices=("costs", "throughput"), help="run one part: the per-task costs "
         "(overhead, recycle, RSS, SIGSEGV) or the throughput with 1 and 2 workers",
     )  # fmt: skip
     args = parser.parse_args()
     if not shutil.which("redis-server") or not shutil.which("ffmpeg"):
         print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
+        return 2
+    try:
+        validate_spec(json.loads(args.spec.read_text(encoding="utf-8")), allow_fault=False)
+    except (OSError, ValueError, SpecError) as exc:
+        print(f"--spec {args.spec}: {exc} (a video spec, as app/examples/hello.json)",
+              file=sys.stderr)  # fmt: skip
         return 2
     python = role_venv()
     load_before = _load()
@@ -688,8 +703,8 @@ def main() -> int:
     if args.only != "costs":
         if args.only is None:
             print()
-        results = measure_throughput(args.renders, args.rounds, python)
-        print_table(throughput_rows(results, args.renders))
+        results = measure_throughput(args.renders, args.rounds, python, args.spec)
+        print_table(throughput_rows(results, args.renders, args.spec))
         figures = ratios(results)
     print(f"load average (1 / 5 / 15 min): before {load_before}, after {_load()} "
           f"({os.cpu_count()} cores)")  # fmt: skip
