@@ -19,7 +19,9 @@ systemd would. Measures:
     renderer called directly in 2 processes, without Celery. Timed from the first submit to the
     last done with the video records' own times (workers READY before the batch; polling is one
     round trip every 0.5 s and times nothing), with where the CPU went.
-The workers and the direct renderer run in a venv built as the role builds the host's
+The workers and the direct renderer run with the environment a host's env file gives them
+(the role's ``celery_stable_native_env``: threads, malloc, FFmpeg; ``--env-without NAME`` drops
+one, to measure what it costs), in a venv built as the role builds the host's
 (role_venv.py: the pinned requirements, the two wheels, compiled bytecode), not in this one:
 what the development venv holds besides changes what a worker's start costs. Needs the runtime
 and the app installed here too (app/runtime, app/video: this process submits), uv,
@@ -43,16 +45,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import cv2
 import psutil
+import yaml
 from celery_stable.ledger import redis_client
 
-from role_venv import role_venv
+from role_venv import REPO, role_venv
 from video_renderer.celery_app import app
 from video_renderer.jobs import VideoStore
-from video_renderer.render import render_video
 from video_renderer.spec import SpecError, validate_spec
 from video_renderer.tasks import RENDER_TASK
 
@@ -67,6 +68,21 @@ def worker_args(hostname: str = "worker@bench", loglevel: str = "WARNING") -> li
 
 
 WORKER = worker_args()
+# What every host's environment file holds besides the runtime's own variables: threads,
+# malloc, FFmpeg and OpenCV settings. The workers and the direct renderer both run with it.
+ROLE_DEFAULTS = REPO / "roles" / "celery_stable" / "defaults" / "main.yml"
+
+
+def native_env(without: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The role's ``celery_stable_native_env`` as the env file writes it, less ``without``."""
+    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text(encoding="utf-8"))
+    native = {str(k): str(v) for k, v in defaults["celery_stable_native_env"].items()}
+    unknown = without - native.keys()
+    if unknown:
+        raise ValueError(f"not in celery_stable_native_env: {', '.join(sorted(unknown))}")
+    return {k: v for k, v in native.items() if k not in without}
+
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.json"
 SPEC: dict[str, Any] = {
     "title": "bench",
@@ -110,8 +126,17 @@ class Notify:
 
 
 class Bench:
-    def __init__(self, workdir: str, python: Path, *, role_persistence: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        python: Path,
+        *,
+        role_persistence: bool = False,
+        env_without: frozenset[str] = frozenset(),
+    ) -> None:
         self.workdir = Path(workdir)
+        self.env_without = env_without
+        self.native = native_env(env_without)
         # The workers' and the direct renderer's interpreter (role_venv.py).
         self.python = str(python)
         with socket.socket() as sock:
@@ -153,6 +178,7 @@ class Bench:
             for k, v in os.environ.items()
             if not k.startswith(("CELERY_", "VIDEO_RENDERER_", "NOTIFY_SOCKET", "WATCHDOG_"))
             and k != "PYTHONDONTWRITEBYTECODE"
+            and k not in self.env_without
         }
         env.update(
             CELERY_BROKER_URL=self.url,
@@ -161,12 +187,9 @@ class Bench:
             VIDEO_RENDERER_OUTPUT_DIR=str(self.workdir / "videos"),
             VIDEO_RENDERER_FAULT_HOOKS="1",
             NOTIFY_SOCKET=self.notify.path,
-            MALLOC_ARENA_MAX="2",
-            OMP_NUM_THREADS="1",
-            OPENBLAS_NUM_THREADS="1",
-            MKL_NUM_THREADS="1",
-            **extra,
         )
+        env.update(self.native)
+        env.update(extra)
         return env
 
     def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
@@ -207,15 +230,15 @@ class Bench:
 
 def measure_overhead(bench: Bench, runs: int) -> tuple[float, float, float]:
     """Medians of direct renders and of worker runs, interleaved so drift hits both alike."""
-    spec = validate_spec(SPEC, allow_fault=False)
-    # The same footing as the worker: its init sets OpenCV to one thread, and it is warm.
-    cv2.setNumThreads(1)
+    # The same footing as the worker: a warm process with OpenCV on one thread, started with the
+    # worker's environment (glibc reads its MALLOC_* variables only when a process starts).
+    renderer = DirectRenderer(bench, SPEC, bench.workdir / "direct", "d")
+    renderer.wait_ready()
     direct, worker, inside = [], [], []
     for n in range(-1, runs):
-        started = time.monotonic()
-        render_video(spec, bench.workdir / "direct", f"d{n}", ffmpeg="ffmpeg",
-                     deadline=started + 600, time_limit_sec=600)  # fmt: skip
-        direct_time = time.monotonic() - started
+        renderer.go(1)
+        result = renderer.result()
+        direct_time = result["finished"][0] - result["started"]
         time.sleep(0.2)
         submitted = time.time()
         video_id = bench.submit(SPEC)
@@ -232,6 +255,7 @@ def measure_overhead(bench: Bench, runs: int) -> tuple[float, float, float]:
             worker.append(worker_time)
             inside.append(record.finished_at - record.started_at)
         time.sleep(0.2)
+    renderer.close()
     paired = statistics.median((w - d) / d for w, d in zip(worker, direct, strict=True))
     print(f"(paired: median of per-round (worker - direct) / direct = {paired * 100:+.1f} %)")
     return statistics.median(direct), statistics.median(worker), statistics.median(inside)
@@ -282,8 +306,9 @@ def measure_crash(bench: Bench, via_hook: bool) -> float:
 # --- throughput: 1 and 2 workers beside the renderer called directly in 2 processes ---------------
 
 # One direct renderer process: the app's own render function, no Celery, no Redis. It imports
-# and reports "ready" first, then waits for "go", so that its start-up is not timed (the
-# workers are READY before their batch too); it prints when each render ended and its CPU.
+# and reports "ready" first, then waits for a line (how many videos to render now), so that
+# its start-up is not timed (the workers are READY before their batch too); for each line it
+# prints when the batch began, when each render ended, and its CPU.
 DIRECT_CHILD = """
 import json, math, resource, sys, time
 from pathlib import Path
@@ -292,19 +317,63 @@ from video_renderer.render import render_video
 from video_renderer.spec import validate_spec
 cv2.setNumThreads(1)
 spec = validate_spec(json.loads(sys.argv[1]), allow_fault=False)
-out, prefix, count = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-print("ready", flush=True)
-sys.stdin.readline()
-own0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-finished = []
-for n in range(count):
-    render_video(spec, out, f"{prefix}{n}", ffmpeg="ffmpeg", deadline=math.inf,
-                 time_limit_sec=math.inf)
-    finished.append(time.time())
-own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+out, prefix = Path(sys.argv[2]), sys.argv[3]
 cpu = lambda a, b: b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime
-print(json.dumps({"finished": finished, "own": cpu(own0, own), "ffmpeg": cpu(kids0, kids)}))
+usage = lambda: tuple(map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+print("ready", flush=True)
+for batch, line in enumerate(sys.stdin):
+    own0, kids0 = usage()
+    started, finished = time.time(), []
+    for n in range(int(line)):
+        render_video(spec, out, f"{prefix}{batch}-{n}", ffmpeg="ffmpeg", deadline=math.inf,
+                     time_limit_sec=math.inf)
+        finished.append(time.time())
+    own, kids = usage()
+    print(json.dumps({"started": started, "finished": finished, "own": cpu(own0, own),
+                      "ffmpeg": cpu(kids0, kids)}), flush=True)
 """
+
+
+class DirectRenderer:
+    """A process of the renderer called directly, in the workers' venv and environment."""
+
+    def __init__(self, bench: Bench, spec: dict[str, Any], out: Path, prefix: str) -> None:
+        env = bench.env()
+        env.pop("NOTIFY_SOCKET")
+        self.proc = subprocess.Popen(
+            [bench.python, "-c", DIRECT_CHILD, json.dumps(spec), str(out), prefix],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _stdio(self) -> tuple[IO[str], IO[str]]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        return self.proc.stdin, self.proc.stdout
+
+    def wait_ready(self) -> None:
+        if self._stdio()[1].readline().strip() != "ready":
+            raise RuntimeError("a direct renderer process did not start")
+
+    def go(self, count: int) -> None:
+        stdin = self._stdio()[0]
+        stdin.write(f"{count}\n")
+        stdin.flush()
+
+    def result(self) -> dict[str, Any]:
+        """The batch's times and CPU, once it is done."""
+        line = self._stdio()[1].readline()
+        if not line:
+            raise RuntimeError("a direct renderer process ended before its batch")
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        self._stdio()[0].close()
+        self.proc.wait(30)
+
+
 # After READY (or the children's "ready"), before the batch: start-up's last CPU settles.
 SETTLE_SEC = 1.0
 # The bench polls the done count (one pipelined round trip) this often; times come from records.
@@ -405,35 +474,19 @@ class Batch:
 def run_direct(bench: Bench, spec: dict[str, Any], renders: int, processes: int) -> Batch:
     """The physical limit: the renderer in ``processes`` processes, the batch split evenly."""
     out = bench.workdir / "direct"
-    env = bench.env()
-    env.pop("NOTIFY_SOCKET")
     counts = [renders // processes + (n < renders % processes) for n in range(processes)]
-    children = [
-        subprocess.Popen(
-            [bench.python, "-c", DIRECT_CHILD, json.dumps(spec), str(out), f"p{n}-", str(count)],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n, count in enumerate(counts)
-    ]
+    children = [DirectRenderer(bench, spec, out, f"p{n}-") for n in range(processes)]
     for child in children:
-        assert child.stdout is not None
-        if child.stdout.readline().strip() != "ready":
-            raise RuntimeError("a direct renderer process did not start")
+        child.wait_ready()
     time.sleep(SETTLE_SEC)
     before = Snapshot.take(bench, [])
     started = time.time()
-    for child in children:
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
+    for child, count in zip(children, counts, strict=True):
+        child.go(count)
     results = []
     for child in children:
-        assert child.stdout is not None
-        results.append(json.loads(child.stdout.readline()))
-        child.wait(30)
+        results.append(child.result())
+        child.close()
     own = sum(result["own"] for result in results)
     ffmpeg = sum(result["ffmpeg"] for result in results)
     after = Snapshot.take(bench, [], direct=(own, ffmpeg))
@@ -498,13 +551,13 @@ def run_workers(
 
 
 def measure_throughput(
-    renders: int, rounds: int, python: Path, spec_path: Path
+    renders: int, rounds: int, python: Path, spec_path: Path, env_without: frozenset[str]
 ) -> list[dict[str, Batch]]:
     """Each round runs every configuration once; every other round in the reverse order, so a
     drift in the machine's load hits them alike."""
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     workdir = tempfile.mkdtemp(prefix="vrthroughput", dir="/tmp")
-    bench = Bench(workdir, python, role_persistence=True)
+    bench = Bench(workdir, python, role_persistence=True, env_without=env_without)
     # The goal's two batches side by side in either order: their ratio in one round is then
     # taken over the same minute of the machine's drift.
     plan: list[tuple[str, Callable[[], Batch]]] = [
@@ -628,10 +681,12 @@ def print_table(rows: list[tuple[str, str, str]]) -> None:
         print(f"{name:<{width}}  {value:<{value_width}}  {goal}".rstrip())
 
 
-def measure_costs(runs: int, python: Path) -> list[tuple[str, str, str]]:
+def measure_costs(
+    runs: int, python: Path, env_without: frozenset[str]
+) -> list[tuple[str, str, str]]:
     """Per-task overhead, recycle dead time, idle RSS, SIGSEGV to resolved: one worker."""
     workdir = tempfile.mkdtemp(prefix="vrbench", dir="/tmp")
-    bench = Bench(workdir, python)
+    bench = Bench(workdir, python, env_without=env_without)
     try:
         proc = bench.start_worker(CELERY_STABLE_MAX_TASKS_PER_CHILD="1000")
         time.sleep(2)
@@ -682,6 +737,11 @@ def main() -> int:
         help="the video of the throughput batches (default: app/examples/hello.json)",
     )  # fmt: skip
     parser.add_argument(
+        "--env-without", action="append", default=[], metavar="NAME",
+        help="run without this variable of the role's celery_stable_native_env (both the "
+        "workers and the direct renderer), to measure what it costs; repeatable",
+    )  # fmt: skip
+    parser.add_argument(
         "--only", choices=("costs", "throughput"), help="run one part: the per-task costs "
         "(overhead, recycle, RSS, SIGSEGV) or the throughput with 1 and 2 workers",
     )  # fmt: skip
@@ -695,15 +755,25 @@ def main() -> int:
         print(f"--spec {args.spec}: {exc} (a video spec, as app/examples/hello.json)",
               file=sys.stderr)  # fmt: skip
         return 2
+    env_without = frozenset(args.env_without)
+    try:
+        native = native_env(env_without)
+    except ValueError as exc:
+        print(f"--env-without: {exc}", file=sys.stderr)
+        return 2
+    dropped = f", without {', '.join(sorted(env_without))}" if env_without else ""
+    print(f"environment of the workers and the direct renderer (the role's "
+          f"celery_stable_native_env{dropped}): "
+          + " ".join(f"{k}={v}" for k, v in native.items()))  # fmt: skip
     python = role_venv()
     load_before = _load()
     if args.only != "throughput":
-        print_table(measure_costs(args.runs, python))
+        print_table(measure_costs(args.runs, python, env_without))
     figures: tuple[float, float] | None = None
     if args.only != "costs":
         if args.only is None:
             print()
-        results = measure_throughput(args.renders, args.rounds, python, args.spec)
+        results = measure_throughput(args.renders, args.rounds, python, args.spec, env_without)
         print_table(throughput_rows(results, args.renders, args.spec))
         figures = ratios(results)
     print(f"load average (1 / 5 / 15 min): before {load_before}, after {_load()} "
