@@ -1,6 +1,7 @@
 """Benchmark of what the runtime costs the video renderer (not a test): prints its tables.
 
     python app/bench/bench.py [--runs 15] [--renders 40] [--rounds 4] [--only costs|throughput]
+                              [--spec FILE] [--env-without NAME ...]
 
 Starts its own redis-server on a loopback port and real worker processes, run as the role's
 unit runs them (``celery-stable worker`` with
