@@ -55,7 +55,7 @@ from celery_stable.ledger import redis_client
 from role_venv import REPO, role_venv
 from video_renderer.celery_app import app
 from video_renderer.jobs import VideoStore
-from video_renderer.spec import SpecError, validate_spec
+from video_renderer.spec import SpecError, VideoSpec, validate_spec
 from video_renderer.tasks import RENDER_TASK
 
 
@@ -552,11 +552,10 @@ def run_workers(
 
 
 def measure_throughput(
-    renders: int, rounds: int, python: Path, spec_path: Path, env_without: frozenset[str]
+    renders: int, rounds: int, python: Path, spec: dict[str, Any], env_without: frozenset[str]
 ) -> list[dict[str, Batch]]:
     """Each round runs every configuration once; every other round in the reverse order, so a
     drift in the machine's load hits them alike."""
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
     workdir = tempfile.mkdtemp(prefix="vrthroughput", dir="/tmp")
     bench = Bench(workdir, python, role_persistence=True, env_without=env_without)
     # The goal's two batches side by side in either order: their ratio in one round is then
@@ -600,7 +599,7 @@ def _ms(seconds: float) -> str:
 
 
 def throughput_rows(
-    results: list[dict[str, Batch]], renders: int, spec_path: Path
+    results: list[dict[str, Batch]], renders: int, spec: VideoSpec, spec_name: str
 ) -> list[tuple[str, str, str]]:
     def rate(key: str) -> float:
         return statistics.median(result[key].per_minute for result in results)
@@ -611,7 +610,6 @@ def throughput_rows(
     def cpu(key: str, what: str) -> float:
         return statistics.median(result[key].cpu(what) for result in results)
 
-    spec = validate_spec(json.loads(spec_path.read_text(encoding="utf-8")), allow_fault=False)
     labels = {
         "direct": "renderer called directly, 2 processes (the limit)",
         "1": "1 worker under the runtime",
@@ -619,7 +617,7 @@ def throughput_rows(
         "2-norecycle": "2 workers, no recycle in the batch (diagnostic)",
     }
     rows = [
-        ("batch", f"{renders} x {spec_path.name} ({spec.width}x{spec.height}, "
+        ("batch", f"{renders} x {spec_name} ({spec.width}x{spec.height}, "
          f"{spec.total_frames} frames), {len(results)} rounds", ""),
     ]  # fmt: skip
     for key, label in labels.items():
@@ -751,7 +749,8 @@ def main() -> int:
         print("needs redis-server and ffmpeg on PATH", file=sys.stderr)
         return 2
     try:
-        validate_spec(json.loads(args.spec.read_text(encoding="utf-8")), allow_fault=False)
+        raw_spec = json.loads(args.spec.read_text(encoding="utf-8"))
+        spec = validate_spec(raw_spec, allow_fault=False)
     except (OSError, ValueError, SpecError) as exc:
         print(f"--spec {args.spec}: {exc} (a video spec, as app/examples/hello.json)",
               file=sys.stderr)  # fmt: skip
@@ -774,8 +773,8 @@ def main() -> int:
     if args.only != "costs":
         if args.only is None:
             print()
-        results = measure_throughput(args.renders, args.rounds, python, args.spec, env_without)
-        print_table(throughput_rows(results, args.renders, args.spec))
+        results = measure_throughput(args.renders, args.rounds, python, raw_spec, env_without)
+        print_table(throughput_rows(results, args.renders, spec, args.spec.name))
         figures = ratios(results)
     print(f"load average (1 / 5 / 15 min): before {load_before}, after {_load()} "
           f"({os.cpu_count()} cores)")  # fmt: skip
